@@ -1,0 +1,261 @@
+import { z } from 'zod';
+
+/**
+ * The one configuration schema. Every key has a default here, `docs/configuration.md` documents it, and
+ * `check-config` reports every problem with its dotted path. After parsing, the result is deep-frozen.
+ */
+
+/** A secret never has to be inline: it can come from an env var or a mounted file (Kubernetes Secret). */
+const secret = z.union([
+  z.string().min(1),
+  z.strictObject({ value: z.string().min(1) }),
+  z.strictObject({ env: z.string().min(1) }),
+  z.strictObject({ file: z.string().min(1) }),
+]);
+
+const port = z.number().int().min(0).max(65535);
+const seconds = z.number().nonnegative();
+
+const httpHeaderName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]*$/, 'expected a lower-case HTTP header name (a-z, 0-9, "-")');
+
+const absoluteUrl = z.url({ protocol: /^https?$/ });
+
+const hostPattern = z
+  .string()
+  .regex(/^(\*\.)?[a-z0-9.-]+(:\d+)?$|^\*$/, 'expected a host such as "app.example.com", "*.example.com" or "*"');
+
+const pathMatch = z
+  .strictObject({
+    exact: z.string().startsWith('/').optional(),
+    prefix: z.string().startsWith('/').optional(),
+    regex: z.string().min(1).optional(),
+  })
+  .refine((m) => [m.exact, m.prefix, m.regex].filter((v) => v !== undefined).length === 1, {
+    message: 'expected exactly one of exact, prefix, regex',
+  })
+  .refine(
+    (m) => {
+      if (m.regex === undefined) return true;
+      try {
+        new RegExp(m.regex);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    { message: 'invalid regular expression' },
+  );
+
+const allowRules = z.strictObject({
+  emailDomains: z.array(z.string().min(1)).default([]),
+  emails: z.array(z.string().min(1)).default([]),
+  groups: z.array(z.string().min(1)).default([]),
+});
+
+const route = z.strictObject({
+  name: z.string().min(1).optional(),
+  hosts: z.array(hostPattern).min(1).default(['*']),
+  path: pathMatch.default({ prefix: '/' }),
+  /** protect: login or bearer; public: allow without identity; api: never redirect (401); deny: 403. */
+  action: z.enum(['protect', 'public', 'api', 'deny']).default('protect'),
+  /** OIDC provider (by name) that logs browsers in on this route; default: the first provider. */
+  provider: z.string().min(1).optional(),
+  /** Bearer issuers (by name) accepted on this route; default: all. */
+  issuers: z.array(z.string().min(1)).optional(),
+  /** Any-of allow-lists; empty lists mean "any authenticated identity". */
+  allow: allowRules.default({ emailDomains: [], emails: [], groups: [] }),
+});
+
+const claimMapping = z.strictObject({
+  /** Claim used as the user id (kubeflow-userid). */
+  user: z.string().min(1).default('email'),
+  email: z.string().min(1).default('email'),
+  groups: z.string().min(1).default('groups'),
+  preferredUsername: z.string().min(1).default('preferred_username'),
+  /** Prepended to the user id, e.g. "oidc:" (Kubeflow USERID_PREFIX). */
+  userPrefix: z.string().default(''),
+  /** Prepended to every group. */
+  groupsPrefix: z.string().default(''),
+  /** Deny when the token carries `email_verified: false`. */
+  requireEmailVerified: z.boolean().default(false),
+});
+
+const claimMappingDefault = {
+  user: 'email',
+  email: 'email',
+  groups: 'groups',
+  preferredUsername: 'preferred_username',
+  userPrefix: '',
+  groupsPrefix: '',
+  requireEmailVerified: false,
+};
+
+const asymmetricAlg = z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']);
+
+const bearerIssuer = z.strictObject({
+  name: z.string().min(1),
+  /** Exact `iss` value. */
+  issuer: z.string().min(1),
+  /** JWKS location; when absent it comes from `<issuer>/.well-known/openid-configuration`. */
+  jwksUri: absoluteUrl.optional(),
+  /** Token `aud` must contain at least one of these. */
+  audiences: z.array(z.string().min(1)).min(1),
+  /** Asymmetric algorithms only: HMAC and `none` are never accepted for a JWKS issuer. */
+  algorithms: z.array(asymmetricAlg).min(1).default(['RS256']),
+  claims: claimMapping.default(claimMappingDefault),
+  /** If set, the JOSE `typ` header must be one of these (e.g. ["at+jwt"]) so ID tokens cannot pass as access tokens. */
+  allowedTypes: z.array(z.string().min(1)).optional(),
+  clockToleranceSeconds: seconds.max(300).default(30),
+  /** PEM CA bundle to trust for the JWKS/discovery fetch (e.g. the in-cluster API server CA). */
+  caFile: z.string().min(1).optional(),
+  /** Bearer token file sent on JWKS fetches (Kubernetes API servers that do not serve JWKS anonymously). */
+  tokenFile: z.string().min(1).optional(),
+  jwks: z
+    .strictObject({
+      /** Refetch keys after this long even when every kid is known. */
+      maxAgeSeconds: seconds.min(10).default(600),
+      /** Minimum time between refetches triggered by an unknown kid. */
+      cooldownSeconds: seconds.default(30),
+      timeoutMs: z.number().int().min(100).max(60000).default(5000),
+    })
+    .default({ maxAgeSeconds: 600, cooldownSeconds: 30, timeoutMs: 5000 }),
+});
+
+const provider = z.strictObject({
+  name: z.string().min(1),
+  issuer: absoluteUrl,
+  clientId: z.string().min(1),
+  clientSecret: secret.optional(),
+  tokenEndpointAuthMethod: z.enum(['client_secret_basic', 'client_secret_post', 'none']).default('client_secret_basic'),
+  scopes: z.array(z.string().min(1)).default(['openid', 'email', 'profile', 'groups', 'offline_access']),
+  callbackPath: z.string().startsWith('/').default('/oauth2/callback'),
+  /** Read extra claims from the userinfo endpoint after login. */
+  userinfo: z.boolean().default(false),
+  claims: claimMapping.default(claimMappingDefault),
+  /** Extra authorization request parameters (e.g. { prompt: "login" }). */
+  extraAuthParams: z.record(z.string(), z.string()).default({}),
+  caFile: z.string().min(1).optional(),
+  /** Where the browser goes after logout when the IdP has no end_session_endpoint, and the post_logout_redirect_uri. */
+  postLogoutRedirect: z.string().min(1).default('/'),
+  clockToleranceSeconds: seconds.max(300).default(30),
+  timeoutMs: z.number().int().min(100).max(60000).default(5000),
+});
+
+const session = z.strictObject({
+  store: z.enum(['cookie', 'redis']).default('cookie'),
+  cookieName: z.string().regex(/^[A-Za-z0-9_-]+$/).default('oidc_session'),
+  /** When set, cookies are scoped to this domain; otherwise the `__Host-` prefix pins them to the exact host. */
+  cookieDomain: z.string().min(1).optional(),
+  /** Secure cookies are the default; only turn this off for plain-http local demos. */
+  secure: z.boolean().default(true),
+  /** AEAD key ring, newest first: encrypt with the first, decrypt with any. Each key is 32 bytes, base64 or hex. */
+  keys: z.array(secret).min(1),
+  absoluteTimeoutSeconds: seconds.min(60).default(12 * 3600),
+  idleTimeoutSeconds: seconds.min(60).default(3600),
+  /** Refresh tokens this long before the access/ID token expires. */
+  refreshBeforeSeconds: seconds.default(60),
+  /** cookie store: keep only identity and expiry (no tokens) so the cookie stays small. */
+  minimal: z.boolean().default(false),
+  /** Forward the session's ID token upstream as `Authorization: Bearer`. */
+  forwardIdToken: z.boolean().default(false),
+  loginStateTtlSeconds: seconds.min(30).max(3600).default(600),
+  /** At most this many pending logins per browser; the oldest is dropped. Prevents cookie pile-up (431). */
+  maxPendingLogins: z.number().int().min(1).max(10).default(3),
+  logoutPaths: z.array(z.string().startsWith('/')).default(['/oauth2/sign_out', '/logout']),
+  /** Hosts (exact or "*.example.com") that redirects after login/logout may target besides the request's own host. */
+  allowedRedirectHosts: z.array(hostPattern).default([]),
+  redis: z
+    .strictObject({
+      mode: z.enum(['standalone', 'sentinel', 'cluster']).default('standalone'),
+      url: z.string().min(1).optional(),
+      nodes: z.array(z.strictObject({ host: z.string().min(1), port })).default([]),
+      sentinelName: z.string().min(1).optional(),
+      password: secret.optional(),
+      keyPrefix: z.string().default('oidc-ext-authz:'),
+      tls: z.boolean().default(false),
+      commandTimeoutMs: z.number().int().min(50).max(60000).default(1000),
+    })
+    .optional(),
+});
+
+const identityHeaders = z.strictObject({
+  userId: httpHeaderName.default('kubeflow-userid'),
+  groups: httpHeaderName.default('kubeflow-groups'),
+  /** Send x-auth-request-user, -email, -groups, -preferred-username (oauth2-proxy compatible). */
+  authRequest: z.boolean().default(true),
+  /** Forward the bearer token the client sent (Authorization) to the upstream; removed otherwise. */
+  forwardAuthorization: z.boolean().default(false),
+  /** More header names to strip from every request (all case and "_" variants), e.g. legacy identity headers. */
+  extraStrip: z.array(httpHeaderName).default([]),
+});
+
+export const configSchema = z.strictObject({
+  server: z
+    .strictObject({
+      grpc: z
+        .strictObject({
+          host: z.string().min(1).default('0.0.0.0'),
+          port: port.default(9000),
+          tls: z.strictObject({ certFile: z.string().min(1), keyFile: z.string().min(1) }).optional(),
+          /** Extra worker processes sharing the port (0 = single process). */
+          workers: z.number().int().min(0).max(64).default(0),
+        })
+        .default({ host: '0.0.0.0', port: 9000, workers: 0 }),
+      admin: z
+        .strictObject({ host: z.string().min(1).default('0.0.0.0'), port: port.default(9090) })
+        .default({ host: '0.0.0.0', port: 9090 }),
+      /** After SIGTERM: health says NOT_SERVING at once, in-flight checks get this long to finish. */
+      shutdownGraceSeconds: seconds.max(600).default(15),
+      /** Seconds between SIGTERM and closing the listener, so load balancers see NOT_SERVING first. */
+      shutdownDelaySeconds: seconds.max(60).default(0),
+    })
+    .default({
+      grpc: { host: '0.0.0.0', port: 9000, workers: 0 },
+      admin: { host: '0.0.0.0', port: 9090 },
+      shutdownGraceSeconds: 15,
+      shutdownDelaySeconds: 0,
+    }),
+  log: z
+    .strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') })
+    .default({ level: 'info' }),
+  cache: z
+    .strictObject({
+      maxEntries: z.number().int().min(1).max(10_000_000).default(100_000),
+      maxBytes: z.number().int().min(1024).default(64 * 1024 * 1024),
+      /** Bad tokens are remembered this long so a flood of the same garbage costs one verification. */
+      negativeTtlSeconds: seconds.max(3600).default(10),
+    })
+    .default({ maxEntries: 100_000, maxBytes: 64 * 1024 * 1024, negativeTtlSeconds: 10 }),
+  decision: z
+    .strictObject({
+      /** Status of the local reply on an internal or infrastructure fault. */
+      errorStatus: z.number().int().min(400).max(599).default(503),
+      /** Answer for a Check without request.http (Envoy's TCP ext_authz filter). */
+      tcp: z.enum(['allow', 'deny']).default('deny'),
+      /** Let CORS preflights (OPTIONS + Origin + Access-Control-Request-Method) through without credentials. */
+      allowCorsPreflight: z.boolean().default(false),
+    })
+    .default({ errorStatus: 503, tcp: 'deny', allowCorsPreflight: false }),
+  identity: identityHeaders.default({
+    userId: 'kubeflow-userid',
+    groups: 'kubeflow-groups',
+    authRequest: true,
+    forwardAuthorization: false,
+    extraStrip: [],
+  }),
+  issuers: z.array(bearerIssuer).default([]),
+  providers: z.array(provider).default([]),
+  session: session.optional(),
+  routes: z.array(route).default([{ hosts: ['*'], path: { prefix: '/' }, action: 'protect', allow: { emailDomains: [], emails: [], groups: [] } }]),
+});
+
+/** The validated, defaulted and frozen configuration. */
+export type Config = z.infer<typeof configSchema>;
+export type RouteConfig = Config['routes'][number];
+export type BearerIssuerConfig = Config['issuers'][number];
+export type ProviderConfig = Config['providers'][number];
+export type SessionConfig = NonNullable<Config['session']>;
+export type ClaimMapping = BearerIssuerConfig['claims'];
+export type SecretRef = z.infer<typeof secret>;
