@@ -1,0 +1,67 @@
+import type { Identity } from '../identity/types.js';
+
+/** What a logged-in browser session holds. Times are epoch seconds. */
+export interface SessionData {
+  /** Config name of the OIDC provider that logged the user in. */
+  provider: string;
+  /** Exact `iss` of the ID token: refreshed tokens must keep it (and `sub`). */
+  issuer: string;
+  subject: string;
+  identity: Identity;
+  /** Absent in the cookie store's minimal mode. */
+  idToken?: string;
+  accessToken?: string;
+  refreshToken?: string;
+  /** When the access/ID token expires; refresh is due a little before. */
+  tokenExpiresAt: number;
+  /** Login time: the absolute timeout counts from here. */
+  createdAt: number;
+  /** Last time the session was used: the idle timeout counts from here. */
+  lastSeenAt: number;
+  /** OIDC `sid` from the ID token, for back-channel logout. */
+  sid?: string;
+}
+
+/** Result of reading the session out of a request's cookies. */
+export type SessionLoad =
+  | { status: 'none' }
+  /** Present but tampered, truncated, old-key, or unknown to the store: treat as no session and clear it. */
+  | { status: 'invalid'; clear: readonly string[] }
+  | { status: 'ok'; session: SessionData; handle: SessionHandle };
+
+/** Opaque per-store reference to a loaded session (the Redis id, or the cookie chunk count). */
+export interface SessionHandle {
+  readonly id: string | undefined;
+  readonly chunks: number;
+}
+
+/** Thrown by a store when its backend (Redis) cannot answer; the decision becomes a 503. */
+export class StoreUnavailableError extends Error {
+  readonly code = 'ERR_STORE_UNAVAILABLE';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StoreUnavailableError';
+  }
+}
+
+/** One interface for the cookie store and the Redis store; one contract test suite runs against both. */
+export interface SessionStore {
+  readonly kind: 'cookie' | 'redis';
+  /** Reads the session from the parsed request cookies. Throws StoreUnavailableError only for backend faults. */
+  load(cookies: ReadonlyMap<string, string>): Promise<SessionLoad>;
+  /** Persists a new or updated session; returns the Set-Cookie lines the browser must get (stale chunks expired). */
+  save(session: SessionData, previous: SessionHandle | undefined): Promise<string[]>;
+  /** Ends the session server-side (where there is a server side) and returns Set-Cookie lines clearing every chunk. */
+  destroy(handle: SessionHandle | undefined): Promise<string[]>;
+  /** Ends every session of this provider `sid` or `sub` (back-channel logout); false when the store cannot (cookie store). */
+  destroyBySid(provider: string, sid: string): Promise<boolean>;
+  /**
+   * Runs `fn` while holding the refresh lock of this session, so a rotating refresh token is used once.
+   * In one process, concurrent callers for the same session share one run and its value. Across replicas (Redis),
+   * a caller that finds the lock held waits for its release (bounded) and gets `{ ran: false }`: reload the session.
+   */
+  withRefreshLock<T>(handle: SessionHandle, fn: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }>;
+  /** Backend reachable (always true for cookies). */
+  ready(): boolean;
+  close(): Promise<void>;
+}
