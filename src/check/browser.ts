@@ -1,0 +1,43 @@
+import type { Identity } from '../identity/types.js';
+import type { Reason } from './reasons.js';
+import type { CompiledRoute } from './routes.js';
+import type { CheckResponseValue, HeaderOption, HttpRequestView } from './types.js';
+
+/** A finished decision: the response (or its pre-encoded bytes) and why. */
+export interface Decision {
+  reason: Reason;
+  response: CheckResponseValue | Buffer;
+  /** Short, secret-free detail for the deny log line. */
+  detail?: string;
+}
+
+/** What the browser (cookie session) flow says about a request that has no bearer token. */
+export type BrowserOutcome =
+  | {
+      kind: 'identity';
+      reason: 'session_valid' | 'session_refreshed';
+      identity: Identity;
+      /** Set-Cookie lines for the client (refreshed or slid session) via response_headers_to_add. */
+      responseHeaders: readonly HeaderOption[];
+      /** Cookie header for the upstream with our cookies removed; undefined = remove the header. */
+      upstreamCookie: string | undefined;
+      /** ID token to forward as Authorization when configured. */
+      idToken: string | undefined;
+    }
+  | { kind: 'decision'; decision: Decision };
+
+/**
+ * The OIDC login flow as the decision ladder sees it. Implemented in src/oidc; absent when no provider is configured.
+ */
+export interface BrowserFlow {
+  /** Callback, logout and back-channel logout requests; undefined when the request is none of them. */
+  handleSpecial(req: HttpRequestView, route: CompiledRoute): Promise<Decision | undefined>;
+  /** Session lookup (cached), refresh, and otherwise the redirect to login (or a 401 for API/XHR clients). */
+  authenticate(req: HttpRequestView, route: CompiledRoute): Promise<BrowserOutcome>;
+  /** The Cookie header without our cookies, or undefined when nothing is left / nothing of ours was there. */
+  stripCookies(cookieHeader: string | undefined): { changed: boolean; value: string | undefined };
+  /** True when every provider's discovery has succeeded and the session store answers. */
+  ready(): boolean;
+  start(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,126 @@
+import { createHash } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import type { Metrics, CounterChild } from '../telemetry/metrics.js';
+
+/** Something the cache can hold: it must say when it stops being valid and roughly how big it is. */
+export interface Cacheable {
+  /** Epoch milliseconds after which the entry must not be used (a token's `exp`, a negative TTL ...). */
+  readonly expiresAt: number;
+  /** Approximate bytes held, for the byte bound. */
+  readonly size: number;
+}
+
+/** Options checked once at construction (undici habit: say what was expected and what came). */
+export interface DecisionCacheOptions {
+  maxEntries: number;
+  maxBytes: number;
+  now: () => number;
+  metrics: Metrics;
+  /** Metrics label so the token and session caches are told apart. */
+  name: string;
+}
+
+/**
+ * The hot-path cache: credential hash -> finished result. Bounded by entries and bytes, observable
+ * (hits, misses, evictions), single-flight on misses, and an entry is never served after its `expiresAt`.
+ * Keys are SHA-256 of the whole credential, so memory never holds a usable token as a key.
+ */
+export class DecisionCache<V extends Cacheable> {
+  private readonly lru: LRUCache<string, V>;
+  private readonly inflight = new Map<string, Promise<V>>();
+  private readonly now: () => number;
+  private readonly hit: CounterChild;
+  private readonly miss: CounterChild;
+  private readonly evict: CounterChild;
+  private readonly expired: CounterChild;
+
+  constructor(options: DecisionCacheOptions) {
+    if (!Number.isInteger(options.maxEntries) || options.maxEntries < 1) {
+      throw new TypeError(`cache maxEntries: expected a positive integer, got ${options.maxEntries}`);
+    }
+    if (!Number.isInteger(options.maxBytes) || options.maxBytes < 1024) {
+      throw new TypeError(`cache maxBytes: expected an integer >= 1024, got ${options.maxBytes}`);
+    }
+    this.now = options.now;
+    const c = options.metrics.cache;
+    this.hit = c.child({ cache: options.name, event: 'hit' });
+    this.miss = c.child({ cache: options.name, event: 'miss' });
+    this.evict = c.child({ cache: options.name, event: 'evict' });
+    this.expired = c.child({ cache: options.name, event: 'expired' });
+    this.lru = new LRUCache<string, V>({
+      max: options.maxEntries,
+      maxSize: options.maxBytes,
+      sizeCalculation: (v, k) => v.size + k.length + 64,
+      dispose: (_v, _k, reason) => {
+        if (reason === 'evict') this.evict.inc();
+      },
+    });
+    options.metrics.gauge('oidc_ext_authz_cache_entries', 'Entries held by the decision caches.', () => [
+      { labels: { cache: options.name }, value: this.lru.size },
+    ]);
+    options.metrics.gauge('oidc_ext_authz_cache_bytes', 'Approximate bytes held by the decision caches.', () => [
+      { labels: { cache: options.name }, value: this.lru.calculatedSize },
+    ]);
+  }
+
+  /** SHA-256 of the credential, base64: the only form in which a credential is kept. */
+  static key(credential: string): string {
+    return createHash('sha256').update(credential).digest('base64');
+  }
+
+  /** The live entry for `key`, or undefined (expired entries are dropped on sight). */
+  get(key: string): V | undefined {
+    const v = this.lru.get(key);
+    if (v === undefined) return undefined;
+    if (v.expiresAt <= this.now()) {
+      this.lru.delete(key);
+      this.expired.inc();
+      return undefined;
+    }
+    this.hit.inc();
+    return v;
+  }
+
+  /**
+   * The cached value, or the result of `load` shared by every concurrent caller of the same key.
+   * Entries already expired when loaded are returned but not stored.
+   */
+  async getOrLoad(key: string, load: () => Promise<V>): Promise<V> {
+    const cached = this.get(key);
+    if (cached !== undefined) return cached;
+    const pending = this.inflight.get(key);
+    if (pending !== undefined) return pending;
+    this.miss.inc();
+    const p = load().then(
+      (v) => {
+        this.inflight.delete(key);
+        this.set(key, v);
+        return v;
+      },
+      (err: unknown) => {
+        this.inflight.delete(key);
+        throw err;
+      },
+    );
+    this.inflight.set(key, p);
+    return p;
+  }
+
+  set(key: string, value: V): void {
+    const ttl = value.expiresAt - this.now();
+    if (ttl <= 0) return;
+    this.lru.set(key, value, { ttl: Math.ceil(ttl) });
+  }
+
+  delete(key: string): void {
+    this.lru.delete(key);
+  }
+
+  get size(): number {
+    return this.lru.size;
+  }
+
+  get bytes(): number {
+    return this.lru.calculatedSize;
+  }
+}

@@ -1,0 +1,171 @@
+import type { Config } from '../config/schema.js';
+import type { IdentityHeaders } from '../identity/headers.js';
+import type { Identity } from '../identity/types.js';
+import type { BearerVerifier } from '../token/verify.js';
+import type { BrowserFlow, Decision } from './browser.js';
+import { DecisionCache, type Cacheable } from './cache.js';
+import type { Reason } from './reasons.js';
+import { forbidden, unauthorized, unavailable } from './response.js';
+import { isAuthorized, type CompiledRoute, type RouteTable } from './routes.js';
+import type { AllowResponse, CheckInput, HeaderOption, HttpRequestView } from './types.js';
+import { encodeAllowParts, joinAllow, type AllowParts } from './wire.js';
+
+/** A verified bearer token as the cache keeps it: identity plus the pre-encoded allow response. */
+export type BearerEntry = Cacheable &
+  (
+    | { ok: true; identity: Identity; issuer: string; parts: AllowParts; setNames: ReadonlySet<string> }
+    | { ok: false; reason: Reason; detail: string }
+  );
+
+export interface DeciderDeps {
+  config: Config;
+  routes: RouteTable;
+  headers: IdentityHeaders;
+  verifier: BearerVerifier;
+  tokenCache: DecisionCache<BearerEntry>;
+  browser: BrowserFlow | undefined;
+  now: () => number;
+}
+
+const NO_HEADERS: readonly HeaderOption[] = [];
+
+/**
+ * The decision ladder, top to bottom:
+ * no HTTP attributes -> route -> deny / CORS preflight / public -> callback & logout -> bearer token ->
+ * browser session (login redirect or 401) -> 401.
+ * Every branch returns a Decision value; only infrastructure faults throw, and the server turns them into a deny.
+ */
+export class Decider {
+  private readonly d: DeciderDeps;
+  private readonly errorStatus: number;
+  private readonly removeAuthorization: boolean;
+  private readonly negativeTtlMs: number;
+  private readonly tcp: Decision;
+
+  constructor(deps: DeciderDeps) {
+    this.d = deps;
+    this.errorStatus = deps.config.decision.errorStatus;
+    this.removeAuthorization = !deps.config.identity.forwardAuthorization;
+    this.negativeTtlMs = deps.config.cache.negativeTtlSeconds * 1000;
+    this.tcp =
+      deps.config.decision.tcp === 'allow'
+        ? { reason: 'tcp_allowed', response: { kind: 'allow', headers: [], headersToRemove: [], responseHeaders: [] } }
+        : forbidden('tcp_denied');
+  }
+
+  async decide(input: CheckInput): Promise<Decision> {
+    const req = input.http;
+    if (req === undefined) return this.tcp;
+    const route = this.d.routes.match(req.host, req.path);
+
+    switch (route.action) {
+      case 'deny':
+        return forbidden('route_denied');
+      case 'public':
+        return this.anonymous(req, 'public_route');
+    }
+    if (this.d.config.decision.allowCorsPreflight && isCorsPreflight(req)) return this.anonymous(req, 'cors_preflight');
+
+    const browser = this.d.browser;
+    if (browser !== undefined) {
+      const special = await browser.handleSpecial(req, route);
+      if (special !== undefined) return special;
+    }
+
+    const bearer = bearerToken(req.headers.authorization);
+    if (bearer !== undefined) return this.bearer(req, route, bearer);
+
+    if (browser !== undefined) {
+      const outcome = await browser.authenticate(req, route);
+      if (outcome.kind === 'decision') return outcome.decision;
+      const { identity } = outcome;
+      if (!isAuthorized(route, identity.email, identity.groups)) return forbidden('forbidden_user');
+      const extra: HeaderOption[] = [];
+      if (outcome.upstreamCookie !== undefined) extra.push({ key: 'cookie', value: outcome.upstreamCookie, append: false });
+      const allow = this.d.headers.allow(identity, {
+        ...(this.d.config.session?.forwardIdToken && outcome.idToken ? { bearer: outcome.idToken } : {}),
+        removeAuthorization: this.removeAuthorization,
+        extraHeaders: extra,
+      });
+      const toRemove = [...allow.headersToRemove, ...this.d.headers.spoofed(req.headers, this.d.headers.setNames(allow))];
+      if (outcome.upstreamCookie === undefined && req.headers.cookie !== undefined) toRemove.push('cookie');
+      return {
+        reason: outcome.reason,
+        response: { ...allow, headersToRemove: toRemove, responseHeaders: outcome.responseHeaders },
+      };
+    }
+    return unauthorized('no_credentials');
+  }
+
+  /** Allow without identity: still strip spoofed identity headers and our own cookies. */
+  private anonymous(req: HttpRequestView, reason: Reason): Decision {
+    const headers: HeaderOption[] = [];
+    const headersToRemove = this.d.headers.spoofed(req.headers, undefined);
+    const stripped = this.d.browser?.stripCookies(req.headers.cookie);
+    if (stripped?.changed) {
+      if (stripped.value === undefined) headersToRemove.push('cookie');
+      else headers.push({ key: 'cookie', value: stripped.value, append: false });
+    }
+    const response: AllowResponse = { kind: 'allow', headers, headersToRemove, responseHeaders: NO_HEADERS };
+    return { reason, response };
+  }
+
+  private async bearer(req: HttpRequestView, route: CompiledRoute, token: string): Promise<Decision> {
+    const key = DecisionCache.key(token);
+    const entry = await this.d.tokenCache.getOrLoad(key, () => this.verify(token));
+    if (!entry.ok) {
+      if (entry.reason === 'jwks_unavailable') return unavailable(entry.reason, this.errorStatus);
+      return { ...unauthorized(entry.reason, 'invalid_token'), detail: entry.detail };
+    }
+    if (route.issuers !== undefined && !route.issuers.has(entry.issuer)) return unauthorized('bearer_unknown_issuer', 'invalid_token');
+    if (!isAuthorized(route, entry.identity.email, entry.identity.groups)) return forbidden('forbidden_user');
+    const spoofed = this.d.headers.spoofed(req.headers, entry.setNames);
+    const stripped = this.d.browser?.stripCookies(req.headers.cookie);
+    if (stripped?.changed) {
+      // Rare: a bearer client that also carries our session cookie. Build the response in full.
+      const allow = this.d.headers.allow(entry.identity, {
+        removeAuthorization: this.removeAuthorization,
+        extraHeaders: stripped.value === undefined ? [] : [{ key: 'cookie', value: stripped.value, append: false }],
+      });
+      const headersToRemove = [...allow.headersToRemove, ...spoofed];
+      if (stripped.value === undefined) headersToRemove.push('cookie');
+      return { reason: 'bearer_valid', response: { ...allow, headersToRemove } };
+    }
+    return { reason: 'bearer_valid', response: joinAllow(entry.parts, spoofed, NO_HEADERS) };
+  }
+
+  /** Verifies once per distinct token; the result (good or bad) is what the cache holds. */
+  private async verify(token: string): Promise<BearerEntry> {
+    const outcome = await this.d.verifier.verify(token);
+    const now = this.d.now();
+    if (!outcome.ok) {
+      // Key-set outages must not be remembered: the next request should try again.
+      const ttl = outcome.reason === 'jwks_unavailable' ? 0 : this.negativeTtlMs;
+      return { ok: false, reason: outcome.reason, detail: outcome.detail, expiresAt: now + ttl, size: 64 };
+    }
+    // With forwardAuthorization the client's header passes untouched, so the token never enters the cached bytes.
+    const allow = this.d.headers.allow(outcome.identity, { removeAuthorization: this.removeAuthorization });
+    const parts = encodeAllowParts(allow);
+    return {
+      ok: true,
+      identity: outcome.identity,
+      issuer: outcome.issuer,
+      parts,
+      setNames: this.d.headers.setNames(allow),
+      expiresAt: outcome.expiresAt * 1000,
+      size: parts.size + 256,
+    };
+  }
+}
+
+/** The token of an `Authorization: Bearer` header (scheme is case-insensitive, RFC 7235 section 2.1). */
+function bearerToken(header: string | undefined): string | undefined {
+  if (header === undefined || header.length < 8) return undefined;
+  if (header.charCodeAt(6) !== 0x20 || header.slice(0, 6).toLowerCase() !== 'bearer') return undefined;
+  const token = header.slice(7).trim();
+  return token.length > 0 ? token : undefined;
+}
+
+function isCorsPreflight(req: HttpRequestView): boolean {
+  return req.method === 'OPTIONS' && req.headers.origin !== undefined && req.headers['access-control-request-method'] !== undefined;
+}

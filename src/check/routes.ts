@@ -1,0 +1,171 @@
+import type { RouteConfig } from '../config/schema.js';
+
+/** A route with everything the hot path needs precomputed. */
+export interface CompiledRoute {
+  readonly index: number;
+  readonly name: string;
+  readonly action: RouteConfig['action'];
+  readonly provider: string | undefined;
+  /** undefined = every configured issuer. */
+  readonly issuers: ReadonlySet<string> | undefined;
+  readonly allowEmails: ReadonlySet<string>;
+  readonly allowEmailDomains: ReadonlySet<string>;
+  readonly allowGroups: ReadonlySet<string>;
+  /** True when any allow-list is set: identity must match one entry. */
+  readonly restricted: boolean;
+}
+
+interface Matcher {
+  route: CompiledRoute;
+  host: (host: string) => boolean;
+  path: (path: string) => boolean;
+}
+
+/** The route every unmatched request falls to: protected, so a forgotten path is never open. */
+const FALLBACK: CompiledRoute = Object.freeze({
+  index: -1,
+  name: 'unmatched',
+  action: 'protect',
+  provider: undefined,
+  issuers: undefined,
+  allowEmails: new Set<string>(),
+  allowEmailDomains: new Set<string>(),
+  allowGroups: new Set<string>(),
+  restricted: false,
+});
+
+/**
+ * The route table: first match wins. Matching uses the canonical path (query and fragment stripped, dot segments
+ * resolved, `//` merged, `%2e` decoded). A path whose meaning depends on decoding (`%2f`, `%5c`, `\`, bad escapes,
+ * NUL) can still match protect/api/deny routes but never a public one, so no encoding trick opens a protected path.
+ */
+export class RouteTable {
+  private readonly matchers: Matcher[];
+
+  constructor(routes: readonly RouteConfig[]) {
+    this.matchers = routes.map((r, index) => ({
+      route: compileRoute(r, index),
+      host: hostMatcher(r.hosts),
+      path: pathMatcher(r.path),
+    }));
+  }
+
+  /** The first route matching this `:authority` and raw `:path`. */
+  match(host: string, rawPath: string): CompiledRoute {
+    const { path, ambiguous } = canonicalPath(rawPath);
+    const h = normalizeHost(host);
+    for (const m of this.matchers) {
+      if (ambiguous && m.route.action === 'public') continue;
+      if (m.host(h) && m.path(path)) return m.route;
+    }
+    return FALLBACK;
+  }
+}
+
+function compileRoute(r: RouteConfig, index: number): CompiledRoute {
+  const lower = (xs: readonly string[]) => new Set(xs.map((x) => x.toLowerCase()));
+  const allowEmails = lower(r.allow.emails);
+  const allowEmailDomains = lower(r.allow.emailDomains.map((d) => d.replace(/^@/, '')));
+  const allowGroups = new Set(r.allow.groups);
+  return Object.freeze({
+    index,
+    name: r.name ?? `routes.${index}`,
+    action: r.action,
+    provider: r.provider,
+    issuers: r.issuers ? new Set(r.issuers) : undefined,
+    allowEmails,
+    allowEmailDomains,
+    allowGroups,
+    restricted: allowEmails.size + allowEmailDomains.size + allowGroups.size > 0,
+  });
+}
+
+/** Lower-cased host; the port is dropped unless a pattern names one (see hostMatcher). */
+function normalizeHost(host: string): string {
+  return host.toLowerCase().replace(/\.$/, '');
+}
+
+function hostMatcher(patterns: readonly string[]): (host: string) => boolean {
+  if (patterns.includes('*')) return () => true;
+  const tests = patterns.map((p) => {
+    const withPort = /:\d+$/.test(p);
+    const strip = (h: string) => (withPort ? h : h.replace(/:\d+$/, ''));
+    if (p.startsWith('*.')) {
+      const suffix = p.slice(1);
+      return (h: string) => {
+        const x = strip(h);
+        return x.endsWith(suffix) && x.length > suffix.length;
+      };
+    }
+    return (h: string) => strip(h) === p;
+  });
+  return (h) => tests.some((t) => t(h));
+}
+
+function pathMatcher(m: RouteConfig['path']): (path: string) => boolean {
+  if (m.exact !== undefined) {
+    const exact = m.exact;
+    return (p) => p === exact;
+  }
+  if (m.prefix !== undefined) {
+    const prefix = m.prefix.length > 1 ? m.prefix.replace(/\/+$/, '') : '/';
+    if (prefix === '/') return () => true;
+    // Segment boundary: "/dex" matches "/dex" and "/dex/..." but never "/dexadmin".
+    return (p) => p === prefix || p.startsWith(prefix + '/');
+  }
+  const re = new RegExp(`^(?:${m.regex})$`);
+  return (p) => re.test(p);
+}
+
+/**
+ * The path as the matcher sees it, and whether decoding could change its meaning.
+ * Exported for tests and for the browser flow (callback/logout paths use the same rule).
+ */
+export function canonicalPath(rawPath: string): { path: string; ambiguous: boolean } {
+  let end = rawPath.length;
+  const q = rawPath.indexOf('?');
+  if (q !== -1) end = q;
+  const f = rawPath.indexOf('#');
+  if (f !== -1 && f < end) end = f;
+  let path = rawPath.slice(0, end);
+  let ambiguous = false;
+  if (path.includes('%')) {
+    if (/%(?![0-9a-fA-F]{2})|%2f|%5c|%00/i.test(path)) ambiguous = true;
+    // Decode only the dot so "%2e%2e" resolves like "..": other escapes stay as they are.
+    path = path.replace(/%2e/gi, '.');
+  }
+  if (path.includes('\\') || path.includes('\0')) ambiguous = true;
+  if (!path.startsWith('/')) {
+    ambiguous = true;
+    path = '/' + path;
+  }
+  if (path.includes('//') || path.includes('/.')) path = resolveDotSegments(path.replace(/\/{2,}/g, '/'));
+  return { path, ambiguous };
+}
+
+/** RFC 3986 section 5.2.4 remove_dot_segments, for an absolute path. */
+function resolveDotSegments(path: string): string {
+  const out: string[] = [];
+  const segments = path.split('/');
+  for (let i = 1; i < segments.length; i++) {
+    const s = segments[i]!;
+    if (s === '..') out.pop();
+    else if (s !== '.') out.push(s);
+  }
+  const last = segments[segments.length - 1];
+  const trailing = last === '.' || last === '..' ? '/' : '';
+  return '/' + out.join('/') + (trailing && out.length > 0 ? trailing : '');
+}
+
+/** Any-of authorization on the route's allow-lists. */
+export function isAuthorized(route: CompiledRoute, email: string | undefined, groups: readonly string[]): boolean {
+  if (!route.restricted) return true;
+  if (email !== undefined) {
+    const e = email.toLowerCase();
+    if (route.allowEmails.has(e)) return true;
+    const at = e.lastIndexOf('@');
+    if (at !== -1 && route.allowEmailDomains.has(e.slice(at + 1))) return true;
+  }
+  for (const g of groups) if (route.allowGroups.has(g)) return true;
+  return false;
+}

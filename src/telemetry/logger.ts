@@ -1,0 +1,37 @@
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+/**
+ * JSON logs. Anything that could carry a credential is redacted by path as a second line of defence:
+ * the code never passes tokens, cookies, codes or secrets to the logger in the first place.
+ */
+export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {
+  return pino(
+    {
+      level,
+      base: { service: 'oidc-ext-authz' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      redact: {
+        paths: [
+          'token',
+          'cookie',
+          'code',
+          'secret',
+          'headers.authorization',
+          'headers.cookie',
+          'headers["set-cookie"]',
+          '*.token',
+          '*.cookie',
+          '*.secret',
+          '*.clientSecret',
+          '*.refreshToken',
+          '*.accessToken',
+          '*.idToken',
+        ],
+        censor: '[redacted]',
+      },
+    },
+    destination as never,
+  );
+}
