@@ -1,0 +1,123 @@
+import type { Config } from './config/schema.js';
+import { decodeKey, secretValue } from './config/load.js';
+import type { BrowserFlow } from './check/browser.js';
+import { DecisionCache } from './check/cache.js';
+import { Decider, type BearerEntry } from './check/decide.js';
+import { createCheckHandler } from './check/handle-check.js';
+import { RouteTable } from './check/routes.js';
+import { IdentityHeaders } from './identity/headers.js';
+import { OidcBrowserFlow } from './oidc/flow.js';
+import { AdminServer, type ReadinessCheck } from './server/admin.js';
+import { GrpcServer } from './server/grpc.js';
+import { HealthService } from './server/health.js';
+import { KeyRing } from './session/key-ring.js';
+import { LoginStateCookies } from './session/login-state.js';
+import { createSessionStore } from './session/index.js';
+import type { SessionStore } from './session/types.js';
+import { createLogger, type Logger } from './telemetry/logger.js';
+import { Metrics } from './telemetry/metrics.js';
+import { BearerVerifier } from './token/verify.js';
+
+/** What tests and embedders may inject; everything else comes from the config. */
+export interface AppDeps {
+  logger?: Logger;
+  /** Epoch milliseconds. */
+  now?: () => number;
+}
+
+/** A running service: ports, readiness, and an orderly stop. */
+export interface App {
+  readonly config: Config;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  /** Bound ports (useful with port 0). */
+  grpcPort: number;
+  adminPort: number;
+  ready(): boolean;
+  start(): Promise<void>;
+  /** SIGTERM path: NOT_SERVING first, optional delay, drain in-flight checks, close. */
+  stop(): Promise<void>;
+}
+
+/**
+ * The wiring: builds every long-lived object once, in start order. Nothing here runs per request.
+ */
+export function createApp(config: Config, deps: AppDeps = {}): App {
+  const now = deps.now ?? Date.now;
+  const logger = deps.logger ?? createLogger(config.log.level);
+  const metrics = new Metrics();
+
+  const routes = new RouteTable(config.routes);
+  const identityHeaders = new IdentityHeaders(config.identity);
+  const jwksFetches = metrics.jwksFetches;
+  const verifier = new BearerVerifier(config.issuers, {
+    now: () => now() / 1000,
+    onFetch: (issuer: string, outcome: 'ok' | 'error') => jwksFetches.child({ issuer, outcome }).inc(),
+    logger,
+  });
+  const tokenCache = new DecisionCache<BearerEntry>({
+    maxEntries: config.cache.maxEntries,
+    maxBytes: config.cache.maxBytes,
+    now,
+    metrics,
+    name: 'bearer',
+  });
+
+  let store: SessionStore | undefined;
+  let browser: BrowserFlow | undefined;
+  if (config.session !== undefined && config.providers.length > 0) {
+    const keyRing = new KeyRing(config.session.keys.map((k) => decodeKey(secretValue(k))!));
+    store = createSessionStore(config.session, keyRing, { now });
+    const loginState = new LoginStateCookies(config.session, keyRing, { now });
+    browser = new OidcBrowserFlow({ config, store, loginState, keyRing, metrics, logger, now });
+  }
+
+  const decider = new Decider({ config, routes, headers: identityHeaders, verifier, tokenCache, browser, now });
+  const readiness: ReadinessCheck[] = [
+    { name: 'issuers', ready: () => verifier.ready() },
+    ...(browser ? [{ name: 'providers', ready: () => browser.ready() }] : []),
+  ];
+  const allReady = () => readiness.every((r) => r.ready());
+  const health = new HealthService(allReady);
+  const grpcServer = new GrpcServer({
+    host: config.server.grpc.host,
+    port: config.server.grpc.port,
+    tls: config.server.grpc.tls,
+    check: createCheckHandler(decider, metrics, logger, config.decision.errorStatus),
+    health,
+    logger,
+  });
+  const admin = new AdminServer(config.server.admin.host, config.server.admin.port, readiness, metrics);
+
+  const app: App = {
+    config,
+    metrics,
+    logger,
+    grpcPort: 0,
+    adminPort: 0,
+    ready: allReady,
+    async start() {
+      // Key sets and discovery are fetched in the background: an IdP that is down must not stop the server.
+      void verifier.start();
+      void browser?.start();
+      app.adminPort = await admin.start();
+      app.grpcPort = await grpcServer.start();
+      logger.info({ grpcPort: app.grpcPort, adminPort: app.adminPort, issuers: config.issuers.length, providers: config.providers.length }, 'listening');
+    },
+    async stop() {
+      health.setDraining();
+      admin.setDraining();
+      const delay = config.server.shutdownDelaySeconds * 1000;
+      if (delay > 0) await new Promise((r) => setTimeout(r, delay));
+      logger.info({ inFlight: grpcServer.inFlight }, 'draining');
+      await grpcServer.drain(config.server.shutdownGraceSeconds * 1000);
+      health.close();
+      verifier.close();
+      await browser?.close();
+      await store?.close();
+      await admin.close();
+      logger.info('stopped');
+    },
+  };
+  return app;
+}
