@@ -25,13 +25,22 @@ export interface SessionData {
 /** Result of reading the session out of a request's cookies. */
 export type SessionLoad =
   | { status: 'none' }
-  /** Present but tampered, truncated, old-key, or unknown to the store: treat as no session and clear it. */
-  | { status: 'invalid'; clear: readonly string[] }
+  /**
+   * Present but tampered, truncated, old-key, expired or unknown to the store: treat as no session and send `clear`
+   * (Set-Cookie lines expiring every cookie of it). `expired` tells an ended session (absolute or idle timeout,
+   * reason `session_expired`) from a broken one (`session_invalid`).
+   */
+  | { status: 'invalid'; clear: readonly string[]; expired?: true }
   | { status: 'ok'; session: SessionData; handle: SessionHandle };
 
-/** Opaque per-store reference to a loaded session (the Redis id, or the cookie chunk count). */
+/**
+ * Opaque per-store reference to a loaded session: pass back the object `load` returned, unchanged (the Redis store
+ * keeps the raw session id out of it, attached to this very object).
+ */
 export interface SessionHandle {
+  /** Stable key of this session state, safe to log: SHA-256 of the Redis id, or of the sealed cookie value. */
   readonly id: string | undefined;
+  /** How many cookies the session occupies: 1 for `<name>`, n > 1 for `<name>_0` ... `<name>_<n-1>`. */
   readonly chunks: number;
 }
 
@@ -49,7 +58,12 @@ export interface SessionStore {
   readonly kind: 'cookie' | 'redis';
   /** Reads the session from the parsed request cookies. Throws StoreUnavailableError only for backend faults. */
   load(cookies: ReadonlyMap<string, string>): Promise<SessionLoad>;
-  /** Persists a new or updated session; returns the Set-Cookie lines the browser must get (stale chunks expired). */
+  /**
+   * Persists a new or updated session; returns the Set-Cookie lines the browser must get (stale chunks expired).
+   * `previous` is the handle of the same login being updated; after a login pass undefined so the session gets a
+   * new identity (fixation). Stores keep `lastSeenAt` as given: the caller slides it. A session past its timeouts,
+   * or one destroyed server-side meanwhile, is not written: the lines clear the cookies instead.
+   */
   save(session: SessionData, previous: SessionHandle | undefined): Promise<string[]>;
   /** Ends the session server-side (where there is a server side) and returns Set-Cookie lines clearing every chunk. */
   destroy(handle: SessionHandle | undefined): Promise<string[]>;
@@ -59,6 +73,8 @@ export interface SessionStore {
    * Runs `fn` while holding the refresh lock of this session, so a rotating refresh token is used once.
    * In one process, concurrent callers for the same session share one run and its value. Across replicas (Redis),
    * a caller that finds the lock held waits for its release (bounded) and gets `{ ran: false }`: reload the session.
+   * A caller that acquires the lock may still hold a session loaded before someone else's refresh: `fn` should
+   * reload and re-check that a refresh is still due before spending the refresh token.
    */
   withRefreshLock<T>(handle: SessionHandle, fn: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }>;
   /** Backend reachable (always true for cookies). */
