@@ -1,8 +1,35 @@
+import cluster from 'node:cluster';
 import { createApp, type App } from './app.js';
 import type { Config } from './config/schema.js';
 
-/** Entry for `serve`: build, listen, and stop cleanly on SIGTERM/SIGINT. No logic of its own. */
-export async function serve(config: Config): Promise<App> {
+/**
+ * Entry for `serve`: build, listen, and stop cleanly on SIGTERM/SIGINT. No logic of its own.
+ * With `server.grpc.workers: N`, the primary forks N workers that share the gRPC and admin ports (Node's cluster
+ * module hands connections out round-robin); each worker has its own caches, and /metrics shows the worker that answers.
+ */
+export async function serve(config: Config): Promise<App | undefined> {
+  const workers = config.server.grpc.workers;
+  if (workers > 0 && cluster.isPrimary) {
+    if (config.server.grpc.port === 0 || config.server.admin.port === 0) {
+      throw new Error('server.grpc.workers needs fixed ports (port 0 would give every worker its own port)');
+    }
+    let stopping = false;
+    for (let i = 0; i < workers; i++) cluster.fork();
+    cluster.on('exit', (worker, code) => {
+      if (!stopping) {
+        process.stderr.write(`worker ${worker.process.pid} exited (${code}); starting another\n`);
+        cluster.fork();
+      } else if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+    });
+    const stop = () => {
+      stopping = true;
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+    return undefined;
+  }
+
   const app = createApp(config);
   await app.start();
   let stopping = false;
