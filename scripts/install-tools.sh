@@ -113,7 +113,8 @@ install_apt() {
     echo "apt: installed ${APT_PACKAGES[*]} in $((SECONDS - t0))s"
   fi
   echo "redis-server $(first_line redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p') ($(command -v redis-server))"
-  echo "chromium $(first_line /usr/bin/chromium --version | awk '{print $2}') (/usr/bin/chromium)"
+  # Debian's chromium wrapper may print a shell warning before the version.
+  echo "chromium $(/usr/bin/chromium --version 2>/dev/null | awk '/Chromium/ {print $2; exit}') (/usr/bin/chromium)"
   echo "h2load $(first_line h2load --version | awk '{print $NF}' | sed 's#.*/##') ($(command -v h2load))"
 }
 
