@@ -1,0 +1,234 @@
+import { errors, jwtVerify, type CryptoKey, type JWTPayload, type JWTVerifyOptions } from 'jose';
+import type { Reason } from '../check/reasons.js';
+import type { BearerIssuerConfig } from '../config/schema.js';
+import { identityFromClaims } from '../identity/claims.js';
+import type { Identity } from '../identity/types.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { AsymmetricAlg } from './key-set.js';
+import { RemoteJwks } from './remote-jwks.js';
+
+/** What `verify` answers. It never throws for a bad token. */
+export type VerifyOutcome =
+  | { ok: true; identity: Identity; /** `exp`, epoch seconds. */ expiresAt: number; /** Config name of the issuer. */ issuer: string }
+  | { ok: false; reason: Reason; detail: string };
+
+export interface BearerVerifierDeps {
+  /** Epoch seconds (tests move it; the decision cache uses the same clock). */
+  now?: () => number;
+  /** Called once per JWKS fetch attempt, for metrics. */
+  onFetch?: (issuer: string, outcome: 'ok' | 'error') => void;
+  logger?: Logger;
+}
+
+/** Readiness detail per issuer (for /readyz and logs). */
+export interface IssuerStatus {
+  name: string;
+  ready: boolean;
+  keys: number;
+  lastError: string | undefined;
+}
+
+/** Longer tokens are refused before any parsing (a real access token is 1-4 KiB). */
+export const MAX_TOKEN_LENGTH = 16 * 1024;
+
+const ASYMMETRIC: ReadonlySet<string> = new Set(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']);
+const LOGOUT_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
+const KUBERNETES_LEGACY_ISSUER = 'kubernetes/serviceaccount';
+const B64URL = /^[A-Za-z0-9_-]+$/;
+/**
+ * `exp` and `sub` are required of every bearer token: no `exp` means a credential that never dies (RFC 8725 and our
+ * baseline), and `sub` is the subject every access-token profile carries (RFC 9068 section 2.2, Kubernetes
+ * ServiceAccount tokens included) and what `Identity.subject` holds.
+ */
+const REQUIRED_CLAIMS = ['exp', 'sub'];
+
+interface Issuer {
+  readonly config: BearerIssuerConfig;
+  readonly jwks: RemoteJwks;
+  readonly algorithms: ReadonlySet<string>;
+  /** Normalised `typ` values (RFC 7515 section 4.1.9), or undefined when any type is accepted. */
+  readonly types: ReadonlySet<string> | undefined;
+  readonly options: JWTVerifyOptions;
+}
+
+type Failure = Extract<VerifyOutcome, { ok: false }>;
+const fail = (reason: Reason, detail: string): Failure => ({ ok: false, reason, detail });
+
+/**
+ * Verifies bearer JWTs from several trusted issuers. Built once from the config; `verify` is the hot call.
+ *
+ * Order of work, cheapest first, so garbage never costs a key fetch or a signature check: size and shape ->
+ * header (`alg` not none/HMAC) -> unverified `iss` picks exactly one configured issuer -> `alg` in that issuer's
+ * allow-list -> `typ` -> token-type confusion (logout tokens) -> unverified `exp` -> key by kid from that issuer's
+ * own JWKS (jku, x5u, jwk and x5c headers are never looked at) -> jose `jwtVerify` (signature, crit, iss, aud, exp,
+ * nbf with tolerance) -> claims to identity.
+ *
+ * `azp` is deliberately not checked against the audiences: that is an ID-token rule for the client that asked for the
+ * token (OIDC Core 3.1.3.7). In access tokens `azp` names the requesting client while `aud` names resource servers
+ * (Keycloak: `azp: "pipelines-cli"`, `aud: ["kubeflow", "account"]`), so the rule would reject valid tokens without
+ * stopping any attack the audience check does not already stop.
+ */
+export class BearerVerifier {
+  private readonly byIssuer = new Map<string, Issuer>();
+  private readonly now: () => number;
+
+  constructor(issuers: readonly BearerIssuerConfig[], deps: BearerVerifierDeps = {}) {
+    this.now = deps.now ?? (() => Date.now() / 1000);
+    const names = new Set<string>();
+    for (const config of issuers) {
+      if (names.has(config.name)) throw new TypeError(`issuers: expected unique names, got "${config.name}" twice`);
+      // `iss` picks the configuration; two entries for one issuer would make that choice ambiguous.
+      if (this.byIssuer.has(config.issuer)) throw new TypeError(`issuers: expected unique issuer values, got "${config.issuer}" twice`);
+      for (const alg of config.algorithms) {
+        if (!ASYMMETRIC.has(alg)) throw new TypeError(`issuer ${config.name}: expected asymmetric algorithms, got ${alg}`);
+      }
+      names.add(config.name);
+      const jwks = new RemoteJwks({
+        name: config.name,
+        issuer: config.issuer,
+        jwksUri: config.jwksUri,
+        algorithms: config.algorithms as readonly AsymmetricAlg[],
+        caFile: config.caFile,
+        tokenFile: config.tokenFile,
+        maxAgeSeconds: config.jwks.maxAgeSeconds,
+        cooldownSeconds: config.jwks.cooldownSeconds,
+        timeoutMs: config.jwks.timeoutMs,
+        now: this.now,
+        ...(deps.onFetch ? { onFetch: deps.onFetch } : {}),
+        ...(deps.logger ? { logger: deps.logger } : {}),
+      });
+      this.byIssuer.set(config.issuer, {
+        config,
+        jwks,
+        algorithms: new Set(config.algorithms),
+        types: config.allowedTypes ? new Set(config.allowedTypes.map(normalizeTyp)) : undefined,
+        options: {
+          issuer: config.issuer,
+          audience: [...config.audiences],
+          algorithms: [...config.algorithms],
+          clockTolerance: config.clockToleranceSeconds,
+          requiredClaims: REQUIRED_CLAIMS,
+        },
+      });
+    }
+  }
+
+  /** First fetch of every key set, in parallel. Never rejects: the server starts with an IdP down and recovers later. */
+  async start(): Promise<void> {
+    await Promise.all([...this.byIssuer.values()].map((i) => i.jwks.refresh()));
+  }
+
+  /** Every issuer has had a usable key set at least once (later fetch failures keep it). */
+  ready(): boolean {
+    for (const i of this.byIssuer.values()) if (!i.jwks.ready) return false;
+    return true;
+  }
+
+  status(): IssuerStatus[] {
+    return [...this.byIssuer.values()].map((i) => ({ name: i.config.name, ready: i.jwks.ready, keys: i.jwks.size, lastError: i.jwks.lastError }));
+  }
+
+  /** Stops refresh timers and aborts fetches in flight. */
+  close(): void {
+    for (const i of this.byIssuer.values()) i.jwks.close();
+  }
+
+  /**
+   * Verifies `token` (the compact JWS after "Bearer "). `allowedIssuers` (config names) narrows the accepted issuers
+   * for one route; a token from another configured issuer answers `bearer_unknown_issuer`. `jwks_unavailable` means
+   * the issuer's keys were never loaded: an infrastructure fault (answer 503), not the client's.
+   */
+  async verify(token: string, allowedIssuers?: ReadonlySet<string>): Promise<VerifyOutcome> {
+    if (token.length > MAX_TOKEN_LENGTH) return fail('bearer_malformed', `token longer than ${MAX_TOKEN_LENGTH} characters`);
+    const parts = token.split('.');
+    if (parts.length === 5) return fail('bearer_malformed', 'encrypted tokens (JWE) are not accepted');
+    if (parts.length !== 3) return fail('bearer_malformed', 'not a compact JWS (expected 3 segments)');
+    const header = decodeSegment(parts[0]!);
+    if (header === undefined) return fail('bearer_malformed', 'header is not base64url JSON');
+    const alg = header.alg;
+    if (typeof alg !== 'string' || alg.length === 0) return fail('bearer_malformed', 'header has no alg');
+    if (!ASYMMETRIC.has(alg)) return fail('bearer_algorithm', `alg ${JSON.stringify(alg.slice(0, 32))} is never accepted`);
+    const claims = decodeSegment(parts[1]!);
+    if (claims === undefined) return fail('bearer_malformed', 'payload is not base64url JSON');
+    if (!B64URL.test(parts[2]!)) return fail('bearer_malformed', 'signature missing or not base64url');
+
+    const iss = claims.iss;
+    const issuer = typeof iss === 'string' ? this.byIssuer.get(iss) : undefined;
+    if (issuer === undefined) {
+      if (iss === KUBERNETES_LEGACY_ISSUER) return fail('bearer_unknown_issuer', 'Kubernetes legacy secret token (iss kubernetes/serviceaccount)');
+      return fail('bearer_unknown_issuer', typeof iss === 'string' ? 'issuer not configured' : 'token has no iss');
+    }
+    const name = issuer.config.name;
+    if (allowedIssuers !== undefined && !allowedIssuers.has(name)) return fail('bearer_unknown_issuer', `issuer ${name} not accepted here`);
+    if (!issuer.algorithms.has(alg)) return fail('bearer_algorithm', `alg ${alg} not allowed for issuer ${name}`);
+    if (issuer.types !== undefined && !(typeof header.typ === 'string' && issuer.types.has(normalizeTyp(header.typ)))) {
+      return fail('bearer_invalid', `typ ${JSON.stringify(typeof header.typ === 'string' ? header.typ.slice(0, 32) : header.typ ?? null)} not allowed for issuer ${name}`);
+    }
+    // OIDC Back-Channel Logout 1.0 section 2.4: a logout token carries this event; it is never an access credential.
+    if (isLogoutToken(claims)) return fail('bearer_invalid', 'back-channel logout token');
+    // Unverified, so only used to refuse early: an expired token must not cost a key fetch.
+    const tolerance = issuer.config.clockToleranceSeconds;
+    if (typeof claims.exp !== 'number') return fail('bearer_claims', 'missing or non-numeric exp');
+    if (claims.exp <= Math.floor(this.now()) - tolerance) return fail('bearer_expired', 'token expired');
+    const kid = header.kid;
+    if (kid !== undefined && typeof kid !== 'string') return fail('bearer_malformed', 'kid is not a string');
+
+    const lookup = await issuer.jwks.getKeys(alg, kid);
+    if (lookup.kind === 'unavailable') return fail('jwks_unavailable', lookup.detail);
+    if (lookup.kind === 'unknown') return fail('bearer_unknown_key', lookup.detail);
+
+    const verified = await this.check(token, lookup.keys, issuer.options);
+    if (verified.ok === false) return verified;
+    const { payload } = verified;
+    const mapped = identityFromClaims(payload, issuer.config.claims, name);
+    if (!mapped.ok) return fail('bearer_claims', mapped.detail);
+    return { ok: true, identity: mapped.identity, expiresAt: payload.exp as number, issuer: name };
+  }
+
+  /** jose does the signature and claim checks; each candidate key is tried only while the signature is the problem. */
+  private async check(token: string, keys: readonly CryptoKey[], options: JWTVerifyOptions): Promise<{ ok: true; payload: JWTPayload } | Failure> {
+    const currentDate = new Date(this.now() * 1000);
+    let last: unknown;
+    for (const key of keys) {
+      try {
+        return { ok: true, payload: (await jwtVerify(token, key, { ...options, currentDate })).payload };
+      } catch (e) {
+        last = e;
+        if (!(e instanceof errors.JWSSignatureVerificationFailed)) break;
+      }
+    }
+    return joseFailure(last);
+  }
+}
+
+/** Maps jose's error classes onto reason codes; anything that is not a JOSE error is a bug and is rethrown. */
+function joseFailure(e: unknown): Failure {
+  if (e instanceof errors.JWTExpired) return fail('bearer_expired', e.message);
+  if (e instanceof errors.JWTClaimValidationFailed) return fail(e.claim === 'aud' ? 'bearer_audience' : 'bearer_claims', e.message);
+  if (e instanceof errors.JOSEAlgNotAllowed) return fail('bearer_algorithm', e.message);
+  if (e instanceof errors.JWSSignatureVerificationFailed) return fail('bearer_signature', e.message);
+  if (e instanceof errors.JWSInvalid || e instanceof errors.JWTInvalid) return fail('bearer_malformed', e.message);
+  if (e instanceof errors.JOSEError) return fail('bearer_invalid', e.message);
+  throw e;
+}
+
+function decodeSegment(segment: string): Record<string, unknown> | undefined {
+  if (!B64URL.test(segment)) return undefined;
+  try {
+    const value: unknown = JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'));
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function isLogoutToken(claims: Record<string, unknown>): boolean {
+  const events = claims.events;
+  return typeof events === 'object' && events !== null && Object.hasOwn(events, LOGOUT_EVENT);
+}
+
+/** RFC 7515 section 4.1.9: case-insensitive media type whose "application/" prefix may be left out. */
+function normalizeTyp(typ: string): string {
+  const t = typ.toLowerCase();
+  return t.includes('/') ? t : `application/${t}`;
+}
