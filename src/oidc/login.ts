@@ -1,0 +1,93 @@
+import * as client from 'openid-client';
+import type { Decision } from '../check/browser.js';
+import type { Reason } from '../check/reasons.js';
+import { redirect } from '../check/response.js';
+import type { CompiledRoute } from '../check/routes.js';
+import type { HttpRequestView } from '../check/types.js';
+import { page, unavailableReply, type FlowContext } from './context.js';
+import type { OidcProvider } from './provider.js';
+import { RedirectGuard } from './redirect-target.js';
+import { isApiRequest } from './request-kind.js';
+
+/** Authorization request parameters the product owns; `extraAuthParams` can never replace them. */
+export const RESERVED_AUTH_PARAMS: ReadonlySet<string> = new Set([
+  'client_id',
+  'response_type',
+  'response_mode',
+  'redirect_uri',
+  'scope',
+  'state',
+  'nonce',
+  'code_challenge',
+  'code_challenge_method',
+  'request',
+  'request_uri',
+]);
+
+/** Why the request needs a login; the reason of the resulting redirect or 401. */
+export type LoginReason = Extract<Reason, 'login_required' | 'session_expired' | 'session_invalid'>;
+
+/**
+ * The answer to a request without a usable session.
+ *
+ * API clients (see request-kind.ts) get a 401 with `WWW-Authenticate` and no login state: a login cookie per
+ * background request is how CSRF cookies pile up into a 431 elsewhere. Browsers get a 302 to the provider's
+ * authorization endpoint with PKCE S256, `state` and `nonce` (256 bits each from openid-client's CSPRNG helpers), the
+ * provider's scopes, and `redirect_uri` on the host the browser is on. The login state (verifier, nonce, return
+ * URL, provider and issuer) is sealed into its own short-lived cookie (LoginStateCookies bounds how many a browser holds).
+ *
+ * The scheme of `redirect_uri` and of the return URL is the CheckRequest's `:scheme`, never `X-Forwarded-Proto` from
+ * the client. Behind a load balancer that terminates TLS, Envoy must see https: terminate TLS at the gateway, or set
+ * the gateway's `xff_num_trusted_hops`/`use_remote_address` so Envoy itself sets `:scheme` from the trusted hop.
+ *
+ * `clear` (Set-Cookie lines removing a broken or ended session) rides on the same response, so a bad cookie is
+ * dropped by the very answer that sends the browser to log in: no loop, no second round trip.
+ */
+export async function startLogin(
+  ctx: FlowContext,
+  req: HttpRequestView,
+  route: CompiledRoute,
+  provider: OidcProvider,
+  cookies: ReadonlyMap<string, string>,
+  reason: LoginReason,
+  clear: readonly string[],
+): Promise<Decision> {
+  if (isApiRequest(req, route)) {
+    return page(401, reason, 'Unauthorized\n', clear, undefined, [{ key: 'www-authenticate', value: 'Bearer', append: false }]);
+  }
+  const configuration = provider.configuration;
+  if (configuration === undefined) {
+    return unavailableReply(ctx, 'provider_unavailable', `provider ${provider.name} not discovered yet`, clear);
+  }
+  const origin = RedirectGuard.origin(req);
+  if (origin === undefined) return page(400, reason, 'Bad Request\n', clear, 'request authority is not a plain host');
+
+  const state = client.randomState();
+  const nonce = client.randomNonce();
+  const codeVerifier = client.randomPKCECodeVerifier();
+  const codeChallenge = await client.calculatePKCECodeChallenge(codeVerifier);
+  const { setCookies } = ctx.loginState.begin(cookies, {
+    state,
+    nonce,
+    codeVerifier,
+    returnTo: ctx.guard.returnTo(req, origin),
+    provider: provider.name,
+    issuer: provider.issuer,
+    createdAt: Math.floor(ctx.now() / 1000),
+  });
+
+  const params: Record<string, string> = {};
+  for (const [k, v] of Object.entries(provider.config.extraAuthParams)) if (!RESERVED_AUTH_PARAMS.has(k)) params[k] = v;
+  Object.assign(params, {
+    response_type: 'code',
+    redirect_uri: origin + provider.config.callbackPath,
+    scope: provider.config.scopes.join(' '),
+    state,
+    nonce,
+    code_challenge: codeChallenge,
+    code_challenge_method: 'S256',
+  });
+  const url = client.buildAuthorizationUrl(configuration, params);
+  provider.count('login_start');
+  return redirect(reason, url.href, [...clear, ...setCookies]);
+}

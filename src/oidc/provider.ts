@@ -1,0 +1,202 @@
+import { readFileSync } from 'node:fs';
+import * as client from 'openid-client';
+import type { ProviderConfig } from '../config/schema.js';
+import { secretValue } from '../config/load.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { CounterChild, Metrics } from '../telemetry/metrics.js';
+import { createIdpFetch, IdpUnreachableError, type IdpFetch } from './http-fetch.js';
+
+/** The provider events counted in `oidc_ext_authz_oidc_events_total{provider, event}`. */
+export const PROVIDER_EVENTS = [
+  'discovery_ok',
+  'discovery_error',
+  'login_start',
+  'callback_ok',
+  'callback_error',
+  'refresh_ok',
+  'refresh_error',
+  'logout',
+  'backchannel_logout',
+] as const;
+export type ProviderEvent = (typeof PROVIDER_EVENTS)[number];
+
+/** Discovery retry schedule: exponential from `initialMs`, capped at `maxMs`, with +-20% jitter. */
+export interface RetryOptions {
+  initialMs: number;
+  maxMs: number;
+}
+
+export const DEFAULT_RETRY: RetryOptions = { initialMs: 500, maxMs: 30_000 };
+
+export interface OidcProviderDeps {
+  logger: Logger;
+  metrics: Metrics;
+  retry?: RetryOptions;
+  /** Replaces the node:http fetch (tests). */
+  fetch?: IdpFetch;
+}
+
+/** How a call to the IdP failed, for the decision: the IdP said no, or the IdP could not be asked. */
+export type IdpFailure =
+  | {
+      kind: 'rejected';
+      /** `oauth`: the IdP answered with an OAuth error; `validation`: its answer failed validation. */
+      source: 'oauth' | 'validation';
+      /** OAuth `error` code or a short validation code; safe to log. */
+      error: string;
+      detail: string;
+    }
+  | { kind: 'unavailable'; detail: string };
+
+/**
+ * One configured OIDC provider: discovery with retries in the background, the openid-client Configuration once it
+ * is known, the per-provider fetch (CA bundle, keep-alive) and event counters. Built once by the flow.
+ *
+ * A provider whose discovery fails does not stop anything: `configuration` stays undefined, logins on its routes
+ * answer 503 (provider_unavailable) without creating login state, and discovery keeps retrying until it succeeds.
+ */
+export class OidcProvider {
+  readonly name: string;
+  readonly config: ProviderConfig;
+  readonly fetch: IdpFetch;
+  private current: client.Configuration | undefined;
+  private lastError: string | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private readonly events = new Map<ProviderEvent, CounterChild>();
+  private readonly logger: Logger;
+  private readonly retry: RetryOptions;
+
+  constructor(config: ProviderConfig, deps: OidcProviderDeps) {
+    this.name = config.name;
+    this.config = config;
+    this.logger = deps.logger;
+    this.retry = deps.retry ?? DEFAULT_RETRY;
+    const ca = config.caFile === undefined ? undefined : readFileSync(config.caFile, 'utf8');
+    this.fetch = deps.fetch ?? createIdpFetch({ ca });
+    for (const event of PROVIDER_EVENTS) this.events.set(event, deps.metrics.providerEvents.child({ provider: config.name, event }));
+  }
+
+  /** The discovered configuration, or undefined until discovery has succeeded. */
+  get configuration(): client.Configuration | undefined {
+    return this.current;
+  }
+
+  get issuer(): string {
+    return this.config.issuer;
+  }
+
+  ready(): boolean {
+    return this.current !== undefined;
+  }
+
+  /** Last discovery failure (safe to log), for readiness details. */
+  get error(): string | undefined {
+    return this.lastError;
+  }
+
+  count(event: ProviderEvent): void {
+    this.events.get(event)!.inc();
+  }
+
+  /** Runs discovery now; on failure keeps retrying in the background. Resolves after the first attempt. */
+  async start(): Promise<void> {
+    await this.attempt(0);
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.fetch.close();
+  }
+
+  private async attempt(n: number): Promise<void> {
+    if (this.closed) return;
+    try {
+      this.current = await this.discover();
+      this.lastError = undefined;
+      this.count('discovery_ok');
+      this.logger.info({ provider: this.name, issuer: this.config.issuer, attempts: n + 1 }, 'oidc provider discovered');
+    } catch (err) {
+      this.lastError = describe(err);
+      this.count('discovery_error');
+      const delay = Math.min(this.retry.maxMs, this.retry.initialMs * 2 ** Math.min(n, 16)) * (0.8 + Math.random() * 0.4);
+      this.logger.warn({ provider: this.name, issuer: this.config.issuer, err: this.lastError, retryInMs: Math.round(delay) }, 'oidc discovery failed');
+      if (this.closed) return;
+      this.timer = setTimeout(() => void this.attempt(n + 1), delay);
+      this.timer.unref();
+    }
+  }
+
+  private async discover(): Promise<client.Configuration> {
+    const c = this.config;
+    const secret = c.clientSecret === undefined ? undefined : secretValue(c.clientSecret);
+    const auth =
+      c.tokenEndpointAuthMethod === 'none'
+        ? client.None()
+        : c.tokenEndpointAuthMethod === 'client_secret_post'
+          ? client.ClientSecretPost(secret)
+          : client.ClientSecretBasic(secret);
+    const insecure = new URL(c.issuer).protocol === 'http:';
+    const configuration = await client.discovery(
+      new URL(c.issuer),
+      c.clientId,
+      {
+        ...(secret !== undefined ? { client_secret: secret } : {}),
+        token_endpoint_auth_method: c.tokenEndpointAuthMethod,
+        [client.clockTolerance]: c.clockToleranceSeconds,
+      },
+      auth,
+      {
+        timeout: c.timeoutMs / 1000,
+        [client.customFetch]: this.fetch as never,
+        // Plain-http issuers exist inside clusters (Kubeflow's Dex); the URL in the config is the operator's choice.
+        ...(insecure ? { execute: [client.allowInsecureRequests] } : {}),
+      },
+    );
+    configuration.timeout = c.timeoutMs / 1000;
+    configuration[client.customFetch] = this.fetch as never;
+    return configuration;
+  }
+}
+
+/**
+ * Sorts an openid-client failure: the IdP answered with an OAuth error or a response that failed validation
+ * (`rejected`: the login or refresh is over), or it could not be reached or answered like a broken proxy
+ * (`unavailable`: try again later). Only codes and short messages come out, never a body or a token.
+ */
+export function classifyIdpError(err: unknown): IdpFailure {
+  if (err instanceof client.ResponseBodyError) {
+    const error = safeCode(err.error);
+    if (err.status >= 500) return { kind: 'unavailable', detail: `token endpoint answered ${err.status} ${error}` };
+    return { kind: 'rejected', source: 'oauth', error, detail: `IdP answered ${err.status} ${error}` };
+  }
+  if (err instanceof client.AuthorizationResponseError) {
+    return { kind: 'rejected', source: 'oauth', error: safeCode(err.error), detail: `authorization response error ${safeCode(err.error)}` };
+  }
+  if (err instanceof IdpUnreachableError || isAbort(err)) return { kind: 'unavailable', detail: describe(err) };
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === 'OAUTH_RESPONSE_IS_NOT_CONFORM' || code === 'OAUTH_RESPONSE_IS_NOT_JSON') {
+    return { kind: 'unavailable', detail: describe(err) };
+  }
+  if (err instanceof TypeError && code === undefined) return { kind: 'unavailable', detail: describe(err) };
+  return { kind: 'rejected', source: 'validation', error: typeof code === 'string' ? safeCode(code) : 'invalid_response', detail: describe(err) };
+}
+
+function isAbort(err: unknown): boolean {
+  const name = (err as { name?: unknown } | null)?.name;
+  return name === 'AbortError' || name === 'TimeoutError';
+}
+
+/** OAuth error codes are `[\x20-\x21\x23-\x5B\x5D-\x7E]+` (RFC 6749 5.2); keep a short, boring subset for logs and pages. */
+export function safeCode(value: unknown): string {
+  if (typeof value !== 'string') return 'unknown_error';
+  const cleaned = value.replace(/[^A-Za-z0-9_.-]/g, '').slice(0, 64);
+  return cleaned.length > 0 ? cleaned : 'unknown_error';
+}
+
+/** An error's message, one line, bounded; messages from openid-client and our fetch never carry tokens. */
+export function describe(err: unknown): string {
+  const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+  return message.replace(/[\r\n]+/g, ' ').slice(0, 300);
+}
