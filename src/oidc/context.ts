@@ -28,10 +28,16 @@ export function nowSeconds(ctx: FlowContext): number {
   return Math.floor(ctx.now() / 1000);
 }
 
-/** When a refresh is due for this session (epoch seconds), or undefined when it cannot be refreshed. */
+/**
+ * When a refresh is due for this session (epoch seconds), or undefined when it cannot be refreshed:
+ * `refreshBeforeSeconds` before the tokens expire, but never earlier than halfway between the session's last write
+ * and that expiry. Without that floor, tokens living shorter than `refreshBeforeSeconds` (a 60 s access token with
+ * the default of 60) would be refreshed on every request.
+ */
 export function refreshDueAt(ctx: FlowContext, session: SessionData): number | undefined {
   if (session.refreshToken === undefined) return undefined;
-  return session.tokenExpiresAt - ctx.session.refreshBeforeSeconds;
+  const remaining = Math.max(0, session.tokenExpiresAt - session.lastSeenAt);
+  return session.tokenExpiresAt - Math.min(ctx.session.refreshBeforeSeconds, remaining / 2);
 }
 
 const TEXT: HeaderOption = { key: 'content-type', value: 'text/plain; charset=utf-8', append: false };
