@@ -388,7 +388,10 @@ describe.skipIf(!tools)('kustomize', () => {
     const objects = parseManifests(run(tools!.kustomize, ['build', join(root, source)]), source);
     checkInstall({ source, objects, meshProviders: meshProvidersFromFiles() });
     if (overlay === 'redis') {
-      const { config } = oidcConfigs(objects, source)[0]!;
+      const { config, raw } = oidcConfigs(objects, source)[0]!;
+      const base = parse(readFileSync(join(root, 'deploy/base/config.yaml'), 'utf8')) as Obj;
+      expect({ ...raw, session: undefined }, 'the redis config is the base config with another session').toEqual({ ...base, session: undefined });
+      expect({ ...raw.session, store: undefined, redis: undefined }).toEqual({ ...base.session, store: undefined });
       expect(config.session?.store).toBe('redis');
       const url = new URL(config.session!.redis!.url!);
       const redisService = kindOf(objects, 'Service').find((s) => url.hostname === `${s.metadata.name}.${s.metadata.namespace}.svc.cluster.local`);
