@@ -1,98 +1,33 @@
-import { randomBytes } from 'node:crypto';
+import { SignJWT, UnsecuredJWT, decodeJwt, generateKeyPair, type JWTPayload } from 'jose';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createApp, type App } from '../src/app.js';
-import { parseConfig } from '../src/config/load.js';
-import { startEchoUpstream, type EchoUpstream, type EchoedRequest } from '../src/emulator/echo-upstream.js';
-import { startGateway, type Gateway } from '../src/emulator/gateway.js';
-import { createLogger } from '../src/telemetry/logger.js';
-import { NAVIGATE, TestBrowser, cookieNames, freePort, isDeletion, startTestIdp, type Reply, type TestIdp } from './support/idp.js';
+import type { EchoedRequest } from '../src/emulator/echo-upstream.js';
+import { NAVIGATE, TestBrowser, cookieNames, isDeletion, startStack, until, type Reply, type Stack, type TestIdp } from './support/idp.js';
 
 // The real path: browser (by hand) -> Envoy emulator -> gRPC Check (createApp) -> echo upstream, against a real OP.
 const SESSION = '__Host-oidc_session';
-let idp: TestIdp;
-let app: App;
-let echo: EchoUpstream;
-let gw: Gateway;
-let base: string;
-/** Seconds added to the product's clock (the IdP keeps real time). */
-let skew = 0;
-
 const PASSWORD = 'alice-password';
-
-async function until(cond: () => boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+let stack: Stack;
+let idp: TestIdp;
+let base: string;
 
 beforeAll(async () => {
-  const port = await freePort();
-  base = `http://app.example.test:${port}`;
-  idp = await startTestIdp({
-    clients: [
-      {
-        clientId: 'kubeflow',
-        clientSecret: 'kubeflow-secret',
-        redirectUris: [`${base}/oauth2/callback`],
-        postLogoutRedirectUris: [`${base}/signed-out`],
-      },
-    ],
-    users: [
-      { username: 'alice', password: PASSWORD, email: 'alice@example.com', groups: ['admins', 'ml,team'] },
-      { username: 'bob', password: 'bob-password', email: 'bob@example.com', groups: [] },
-    ],
-    ttl: { AccessToken: 600, IdToken: 600 },
-  });
-  const config = parseConfig({
-    server: { grpc: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } },
-    log: { level: 'silent' },
-    providers: [
-      {
-        name: 'corp',
-        issuer: idp.issuer,
-        clientId: 'kubeflow',
-        clientSecret: 'kubeflow-secret',
-        scopes: ['openid', 'email', 'profile', 'groups', 'offline_access'],
-        postLogoutRedirect: '/signed-out',
-        claims: { userPrefix: 'oidc:' },
-        timeoutMs: 3000,
-      },
-    ],
-    session: {
-      keys: [randomBytes(32).toString('base64')],
-      idleTimeoutSeconds: 900,
-      absoluteTimeoutSeconds: 7200,
-      refreshBeforeSeconds: 60,
-    },
-    routes: [
-      { path: { prefix: '/public' }, action: 'public' },
-      { path: { prefix: '/api' }, action: 'api' },
-      { path: { prefix: '/' }, action: 'protect' },
-    ],
-  });
-  app = createApp(config, { logger: createLogger(process.env.OIDC_TEST_LOG ?? 'silent'), now: () => Date.now() + skew * 1000 });
-  await app.start();
-  await until(() => app.ready());
-  echo = await startEchoUpstream();
-  gw = await startGateway({ authzAddress: `127.0.0.1:${app.grpcPort}`, upstream: echo.url, port });
+  stack = await startStack();
+  idp = stack.idp!;
+  base = stack.base;
+  await until(() => stack.apps[0]!.ready());
 });
 
 afterAll(async () => {
-  await gw?.close();
-  await echo?.close();
-  await app?.stop();
-  await idp?.close();
+  await stack?.close();
 });
 
 beforeEach(() => {
-  skew = 0;
+  stack.skew = 0;
   idp.honest();
 });
 
 const echoed = (r: Reply): EchoedRequest => JSON.parse(r.body) as EchoedRequest;
-const events = (event: string) => app.metrics.providerEvents.value({ provider: 'corp', event });
+const events = (event: string) => stack.events(event);
 
 /** Navigates to `path` and signs in; returns the reply of the callback (the 302 back to the app). */
 async function login(browser: TestBrowser, path: string, user = 'alice', password = PASSWORD): Promise<{ start: Reply; callback: Reply }> {
@@ -262,6 +197,20 @@ describe('callback attacks', () => {
     }
   });
 
+  it('refuses an ID token signed with another key under the same kid, and one with alg none', async () => {
+    const { privateKey } = await generateKeyPair('RS256');
+    const forgeries = [
+      (claims: JWTPayload) => new SignJWT(claims).setProtectedHeader({ alg: 'RS256', kid: idp.signingKey.kid }).sign(privateKey),
+      (claims: JWTPayload) => Promise.resolve(new UnsecuredJWT(claims).encode()),
+    ];
+    for (const forge of forgeries) {
+      idp.setTokenHook(async (body) => (typeof body.id_token === 'string' ? { ...body, id_token: await forge(decodeJwt(body.id_token)) } : body));
+      const { callback } = await login(new TestBrowser(), '/');
+      expect(callback.status).toBe(400);
+      expect(cookieNames(callback.setCookies)).not.toContain(SESSION);
+    }
+  });
+
   it('refuses a callback whose RFC 9207 iss is not the issuer of the login (mix-up)', async () => {
     const browser = new TestBrowser();
     const start = await browser.request(`${base}/`, { headers: { ...NAVIGATE } });
@@ -316,7 +265,7 @@ describe('sessions', () => {
   it('ends an idle session: login again, cookie cleared', async () => {
     const browser = await loggedIn();
     expect((await get(browser, '/')).status).toBe(200);
-    skew = 1000; // idle timeout 900 s
+    stack.skew = 1000; // idle timeout 900 s
     const r = await get(browser, '/', { ...NAVIGATE });
     expect(r.status).toBe(302);
     expect(r.setCookies.some((l) => l.startsWith(`${SESSION}=`) && isDeletion(l))).toBe(true);
@@ -326,7 +275,7 @@ describe('sessions', () => {
     const browser = await loggedIn();
     const first = browser.jar('app.example.test').get(SESSION);
     expect((await get(browser, '/')).setCookies).toEqual([]);
-    skew = 120; // past a tenth of the 900 s idle timeout
+    stack.skew = 120; // past a tenth of the 900 s idle timeout
     const r = await get(browser, '/');
     expect(r.status).toBe(200);
     expect(echoed(r).headers['kubeflow-userid']).toBe('oidc:alice@example.com');
@@ -342,7 +291,7 @@ describe('sessions', () => {
     const refreshes = () => idp.tokenRequests.get('refresh_token') ?? 0;
     const before = refreshes();
     const ok = events('refresh_ok');
-    skew = 560; // access token lives 600 s, refresh 60 s before
+    stack.skew = 560; // access token lives 600 s, refresh 60 s before
     const replies = await Promise.all(Array.from({ length: 6 }, () => get(browser.clone(), '/')));
     for (const r of replies) {
       expect(r.status).toBe(200);
@@ -361,7 +310,7 @@ describe('sessions', () => {
   it('ends the session when the IdP revoked the grant (invalid_grant at refresh)', async () => {
     const browser = await loggedIn();
     expect(await idp.revokeGrants('alice')).toBeGreaterThan(0);
-    skew = 560;
+    stack.skew = 560;
     const r = await get(browser, '/', { ...NAVIGATE });
     expect(r.status).toBe(302);
     expect(new URL(r.location!).origin).toBe(idp.issuer);
@@ -371,7 +320,7 @@ describe('sessions', () => {
   it('ends the session when a refreshed ID token changes the subject', async () => {
     const browser = await loggedIn();
     idp.forgeIdTokens((c) => ({ ...c, sub: 'mallory' }), 'refresh_token');
-    skew = 560;
+    stack.skew = 560;
     const r = await get(browser, '/api/x', { accept: 'application/json' });
     expect(r.status).toBe(401);
     expect(r.setCookies.some((l) => l.startsWith(`${SESSION}=`) && isDeletion(l))).toBe(true);

@@ -151,7 +151,10 @@ export class OidcProvider {
         timeout: c.timeoutMs / 1000,
         [client.customFetch]: this.fetch as never,
         // Plain-http issuers exist inside clusters (Kubeflow's Dex); the URL in the config is the operator's choice.
-        ...(insecure ? { execute: [client.allowInsecureRequests] } : {}),
+        // Non-repudiation checks: openid-client otherwise trusts ID tokens from the token endpoint on the strength of
+        // TLS alone (OIDC Core 3.1.3.7 step 6 allows it). We verify every ID token signature against the issuer's
+        // JWKS, at login and at refresh: TLS may be absent (http issuers) or terminated by a proxy we do not control.
+        execute: insecure ? [client.allowInsecureRequests, client.enableNonRepudiationChecks] : [client.enableNonRepudiationChecks],
       },
     );
     configuration.timeout = c.timeoutMs / 1000;
@@ -174,13 +177,22 @@ export function classifyIdpError(err: unknown): IdpFailure {
   if (err instanceof client.AuthorizationResponseError) {
     return { kind: 'rejected', source: 'oauth', error: safeCode(err.error), detail: `authorization response error ${safeCode(err.error)}` };
   }
-  if (err instanceof IdpUnreachableError || isAbort(err)) return { kind: 'unavailable', detail: describe(err) };
+  if (causes(err).some((e) => e instanceof IdpUnreachableError || isAbort(e))) return { kind: 'unavailable', detail: describe(err) };
   const code = (err as { code?: unknown } | null)?.code;
-  if (code === 'OAUTH_RESPONSE_IS_NOT_CONFORM' || code === 'OAUTH_RESPONSE_IS_NOT_JSON') {
+  // A 5xx/HTML answer from a proxy in front of the IdP, or a kid the cached JWKS lacks right after a key rotation
+  // (openid-client refetches the key set once it is a minute old): both pass with time, neither proves a bad token.
+  if (code === 'OAUTH_RESPONSE_IS_NOT_CONFORM' || code === 'OAUTH_RESPONSE_IS_NOT_JSON' || code === 'OAUTH_KEY_SELECTION_FAILED') {
     return { kind: 'unavailable', detail: describe(err) };
   }
   if (err instanceof TypeError && code === undefined) return { kind: 'unavailable', detail: describe(err) };
   return { kind: 'rejected', source: 'validation', error: typeof code === 'string' ? safeCode(code) : 'invalid_response', detail: describe(err) };
+}
+
+/** The error and its `cause` chain (openid-client wraps what it does not recognise as "something went wrong"). */
+function causes(err: unknown): unknown[] {
+  const chain: unknown[] = [];
+  for (let e = err; e !== undefined && e !== null && chain.length < 5; e = (e as { cause?: unknown }).cause) chain.push(e);
+  return chain;
 }
 
 function isAbort(err: unknown): boolean {
@@ -195,8 +207,14 @@ export function safeCode(value: unknown): string {
   return cleaned.length > 0 ? cleaned : 'unknown_error';
 }
 
-/** An error's message, one line, bounded; messages from openid-client and our fetch never carry tokens. */
+/**
+ * An error's message and its causes' (errors only, never a cause that is a response body), one line, bounded.
+ * Messages from openid-client, Node and our fetch never carry tokens.
+ */
 export function describe(err: unknown): string {
-  const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+  const parts = causes(err)
+    .filter((e): e is Error => e instanceof Error)
+    .map((e) => `${e.name}: ${e.message}`);
+  const message = parts.length > 0 ? parts.join(' <- ') : String(err);
   return message.replace(/[\r\n]+/g, ' ').slice(0, 300);
 }

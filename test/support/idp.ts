@@ -1,7 +1,13 @@
+import { randomBytes } from 'node:crypto';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { SignJWT, decodeJwt, type JWTPayload } from 'jose';
+import { createApp, type App } from '../../src/app.js';
+import { parseConfig } from '../../src/config/load.js';
+import { startEchoUpstream, type EchoUpstream } from '../../src/emulator/echo-upstream.js';
+import { startGateway, type Gateway } from '../../src/emulator/gateway.js';
 import { startDevIdp, type DevClient, type DevIdp, type DevTtl, type DevUser } from '../../src/oidc/dev-idp.js';
+import { createLogger } from '../../src/telemetry/logger.js';
 
 export type { DevClient, DevIdp, DevUser } from '../../src/oidc/dev-idp.js';
 
@@ -59,6 +65,8 @@ export interface RequestInit {
   method?: string;
   headers?: Record<string, string>;
   body?: string;
+  /** Connect to this port instead of the URL's (another replica's gateway for the same host name). */
+  connectPort?: number;
 }
 
 /** The headers a browser sends on a top-level navigation. */
@@ -140,7 +148,7 @@ export class TestBrowser {
     if (init.body !== undefined) headers['content-length'] = String(Buffer.byteLength(init.body));
     return new Promise((resolve, reject) => {
       const req = request(
-        { host: '127.0.0.1', port: target.port || 80, path: target.pathname + target.search, method: init.method ?? 'GET', headers, agent: false },
+        { host: '127.0.0.1', port: init.connectPort ?? (target.port || 80), path: target.pathname + target.search, method: init.method ?? 'GET', headers, agent: false },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
@@ -224,4 +232,137 @@ export function cookieNames(setCookies: readonly string[]): string[] {
 /** True when the line deletes its cookie. */
 export function isDeletion(line: string): boolean {
   return /;\s*Max-Age=0(;|$)/i.test(line);
+}
+
+/** The users every stack's IdP knows. */
+export const USERS: DevUser[] = [
+  { username: 'alice', password: 'alice-password', email: 'alice@example.com', groups: ['admins', 'ml,team'] },
+  { username: 'bob', password: 'bob-password', email: 'bob@example.com', groups: [] },
+];
+
+export interface StackOptions {
+  /** Merged into the `session` config (keys are generated). */
+  session?: Record<string, unknown>;
+  /** Merged into the one provider's config. */
+  provider?: Record<string, unknown>;
+  routes?: unknown[];
+  /** Product replicas sharing the config (and the session store when it is Redis), each behind its own gateway. */
+  replicas?: number;
+  ttl?: DevTtl;
+  /** Do not start the IdP: its port is reserved, `stack.startIdp()` starts it later (provider down at start). */
+  idpDown?: boolean;
+}
+
+/** IdP + N product replicas (createApp) + N Envoy emulators + one echo upstream, all on loopback. */
+export interface Stack {
+  /** Undefined while the IdP is down. */
+  idp: TestIdp | undefined;
+  issuer: string;
+  apps: App[];
+  gateways: Gateway[];
+  echo: EchoUpstream;
+  /** `http://app.example.test:<port of gateway 0>`: the host name every replica serves. */
+  base: string;
+  /** Seconds added to the product's clock (the IdP keeps real time). */
+  skew: number;
+  startIdp(): Promise<TestIdp>;
+  stopIdp(): Promise<void>;
+  events(event: string, replica?: number): number;
+  close(): Promise<void>;
+}
+
+export async function startStack(options: StackOptions = {}): Promise<Stack> {
+  const [gwPort, idpPort] = [await freePort(), await freePort()];
+  const base = `http://app.example.test:${gwPort}`;
+  const issuer = `http://127.0.0.1:${idpPort}`;
+  const startIdp = () =>
+    startTestIdp({
+      port: idpPort,
+      clients: [
+        { clientId: 'kubeflow', clientSecret: 'kubeflow-secret', redirectUris: [`${base}/oauth2/callback`], postLogoutRedirectUris: [`${base}/signed-out`] },
+      ],
+      users: USERS,
+      ttl: { AccessToken: 600, IdToken: 600, ...options.ttl },
+    });
+  const config = parseConfig({
+    server: { grpc: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } },
+    log: { level: 'silent' },
+    providers: [
+      {
+        name: 'corp',
+        issuer,
+        clientId: 'kubeflow',
+        clientSecret: 'kubeflow-secret',
+        scopes: ['openid', 'email', 'profile', 'groups', 'offline_access'],
+        postLogoutRedirect: '/signed-out',
+        claims: { userPrefix: 'oidc:' },
+        timeoutMs: 3000,
+        ...options.provider,
+      },
+    ],
+    session: {
+      keys: [randomBytes(32).toString('base64')],
+      idleTimeoutSeconds: 900,
+      absoluteTimeoutSeconds: 7200,
+      refreshBeforeSeconds: 60,
+      ...options.session,
+    },
+    routes: options.routes ?? [
+      { path: { prefix: '/public' }, action: 'public' },
+      { path: { prefix: '/api' }, action: 'api' },
+      { path: { prefix: '/' }, action: 'protect' },
+    ],
+  });
+
+  const stack: Stack = {
+    idp: options.idpDown ? undefined : await startIdp(),
+    issuer,
+    apps: [],
+    gateways: [],
+    echo: await startEchoUpstream(),
+    base,
+    skew: 0,
+    async startIdp() {
+      stack.idp = await startIdp();
+      return stack.idp;
+    },
+    async stopIdp() {
+      await stack.idp?.close();
+      stack.idp = undefined;
+    },
+    events: (event, replica = 0) => stack.apps[replica]!.metrics.providerEvents.value({ provider: 'corp', event }),
+    async close() {
+      for (const g of stack.gateways) await g.close();
+      for (const a of stack.apps) await a.stop();
+      await stack.echo.close();
+      await stack.idp?.close();
+    },
+  };
+  const level = process.env.OIDC_TEST_LOG ?? 'silent';
+  for (let i = 0; i < (options.replicas ?? 1); i++) {
+    const app = createApp(config, { logger: createLogger(level), now: () => Date.now() + stack.skew * 1000 });
+    await app.start();
+    stack.apps.push(app);
+    stack.gateways.push(await startGateway({ authzAddress: `127.0.0.1:${app.grpcPort}`, upstream: stack.echo.url, port: i === 0 ? gwPort : 0 }));
+  }
+  return stack;
+}
+
+export async function until(cond: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`condition not met within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Navigates to `base + path` and signs in on the IdP; returns the first reply and the callback's reply (302 back to the app). */
+export async function loginAt(browser: TestBrowser, base: string, path: string, user = 'alice', connectPort?: number): Promise<{ start: Reply; callback: Reply }> {
+  const password = USERS.find((u) => u.username === user)!.password;
+  const port = connectPort === undefined ? {} : { connectPort };
+  const start = await browser.request(base + path, { headers: { ...NAVIGATE }, ...port });
+  if (start.status !== 302 || start.location === undefined) throw new Error(`expected a login redirect, got ${start.status}: ${start.body}`);
+  const callbackUrl = await browser.signIn(start.location, user, password);
+  const callback = await browser.request(callbackUrl, { headers: { ...NAVIGATE }, ...port });
+  return { start, callback };
 }

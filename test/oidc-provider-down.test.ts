@@ -1,0 +1,56 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NAVIGATE, TestBrowser, loginAt, startStack, until, type Stack } from './support/idp.js';
+
+// The IdP is down when the product starts, comes up later, then goes away again during a session.
+let stack: Stack;
+
+beforeAll(async () => {
+  stack = await startStack({ idpDown: true });
+});
+
+afterAll(async () => {
+  await stack?.close();
+});
+
+const get = (browser: TestBrowser, path: string, headers: Record<string, string> = { accept: 'application/json' }) =>
+  browser.request(stack.base + path, { headers });
+
+describe('provider availability', () => {
+  it('starts without the IdP: not ready, 503 for browser logins (no redirect, no login state), 401 for API calls', async () => {
+    await until(() => stack.events('discovery_error') >= 1);
+    expect(stack.apps[0]!.ready()).toBe(false);
+    const browser = new TestBrowser();
+    for (let i = 0; i < 3; i++) {
+      const r = await get(browser, '/notebooks/', { ...NAVIGATE });
+      expect(r.status).toBe(503);
+      expect(r.location).toBeUndefined();
+      expect(r.setCookies).toEqual([]);
+    }
+    expect((await get(browser, '/api/x')).status).toBe(401);
+    const admin = await fetch(`http://127.0.0.1:${stack.apps[0]!.adminPort}/readyz`);
+    expect(admin.status).toBe(503);
+  });
+
+  it('recovers by itself once the IdP is reachable', async () => {
+    await stack.startIdp();
+    await until(() => stack.apps[0]!.ready(), 20_000);
+    const browser = new TestBrowser();
+    const { callback } = await loginAt(browser, stack.base, '/notebooks/');
+    expect(callback.status).toBe(302);
+    expect((await get(browser, '/notebooks/')).status).toBe(200);
+  });
+
+  it('keeps serving a session while the IdP is unreachable and its tokens are valid; 503 once they expired', async () => {
+    const browser = new TestBrowser();
+    await loginAt(browser, stack.base, '/');
+    await stack.stopIdp();
+    stack.skew = 560; // refresh due, tokens still valid for 40 s
+    const during = await get(browser, '/');
+    expect(during.status).toBe(200);
+    expect(stack.events('refresh_error')).toBeGreaterThanOrEqual(1);
+    stack.skew = 700; // tokens expired, still unreachable
+    const after = await get(browser, '/');
+    expect(after.status).toBe(503);
+    expect(after.setCookies).toEqual([]);
+  });
+});
