@@ -164,6 +164,12 @@ export async function startDevIdp(options: DevIdpOptions): Promise<DevIdp> {
       Interaction: options.ttl?.Interaction ?? 600,
       AuthorizationCode: options.ttl?.AuthorizationCode ?? 60,
     },
+    // oidc-provider refuses outgoing requests (back-channel logout) to loopback and private addresses (SSRF guard);
+    // a development IdP talks to relying parties on loopback by design.
+    fetch: (url: string, init: RequestInit & { dispatcher?: unknown }) => {
+      const { dispatcher: _guard, ...rest } = init;
+      return fetch(url, rest);
+    },
     issueRefreshToken: async (_ctx: unknown, client: ClientLike) => client.grantTypeAllowed('refresh_token'),
     rotateRefreshToken: () => rotate,
     findAccount: async (_ctx: unknown, sub: string) => {

@@ -9,6 +9,7 @@ import type { LoginStateCookies } from '../session/login-state.js';
 import { StoreUnavailableError, type SessionStore } from '../session/types.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import { BackchannelLogout, type BackchannelResponse } from './backchannel.js';
 import { handleCallback } from './callback.js';
 import { unavailableReply, type FlowContext } from './context.js';
 import type { IdpFetch } from './http-fetch.js';
@@ -66,6 +67,7 @@ export class OidcBrowserFlow implements BrowserFlow {
   private readonly isOurs: (name: string) => boolean;
   private readonly cache: DecisionCache<SessionEntry>;
   private readonly resolver: SessionResolver;
+  private readonly backchannel: BackchannelLogout;
 
   constructor(deps: OidcBrowserFlowDeps) {
     const { config, logger } = deps;
@@ -108,6 +110,7 @@ export class OidcBrowserFlow implements BrowserFlow {
         name: 'session',
       });
     this.resolver = new SessionResolver(this.ctx);
+    this.backchannel = new BackchannelLogout(this.ctx);
   }
 
   async handleSpecial(req: HttpRequestView, route: CompiledRoute): Promise<Decision | undefined> {
@@ -170,6 +173,20 @@ export class OidcBrowserFlow implements BrowserFlow {
     }
     if (!changed) return { changed: false, value: cookieHeader };
     return { changed: true, value: kept.length > 0 ? kept.join('; ') : undefined };
+  }
+
+  /**
+   * OIDC Back-Channel Logout: the IdP POSTs `logout_token=<JWT>` (form-encoded) when a user's IdP session ends.
+   * Meant for an HTTP endpoint the IdP can reach directly (the admin server: `POST /backchannel-logout/<provider>`);
+   * a Check carries no request body unless Envoy is told to buffer it, which Istio can only do for every path.
+   * Register that URL as the client's `backchannel_logout_uri` at the IdP.
+   */
+  async backchannelLogout(providerName: string, formBody: string): Promise<BackchannelResponse> {
+    const provider = this.byName.get(providerName);
+    if (provider === undefined) {
+      return { status: 404, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: 'Not Found\n', detail: 'unknown provider' };
+    }
+    return this.backchannel.handle(provider, formBody);
   }
 
   ready(): boolean {

@@ -4,10 +4,10 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 /** Largest IdP response body read (discovery, JWKS, token and userinfo responses are a few KiB). */
 export const MAX_IDP_BODY_BYTES = 1024 * 1024;
 
-/** The subset of `fetch` options openid-client (oauth4webapi) passes to a custom fetch. */
+/** The subset of `fetch` options openid-client (oauth4webapi) and jose's remote JWKS pass to a custom fetch. */
 export interface IdpFetchInit {
   method?: string;
-  headers?: Record<string, string>;
+  headers?: Record<string, string> | Headers;
   body?: string | URLSearchParams | null;
   redirect?: string;
   signal?: AbortSignal | null;
@@ -48,7 +48,8 @@ export function createIdpFetch(options: { ca?: string | undefined; maxBytes?: nu
         return;
       }
       const body = init.body == null ? undefined : typeof init.body === 'string' ? init.body : init.body.toString();
-      const headers: Record<string, string> = { 'user-agent': 'oidc-ext-authz', ...init.headers };
+      const given = init.headers instanceof Headers ? Object.fromEntries(init.headers.entries()) : init.headers;
+      const headers: Record<string, string> = { 'user-agent': 'oidc-ext-authz', ...given };
       if (body !== undefined) headers['content-length'] = String(Buffer.byteLength(body));
       const common = { method: init.method ?? 'GET', headers };
       const req =

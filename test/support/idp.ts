@@ -4,6 +4,7 @@ import { createServer } from 'node:net';
 import { SignJWT, decodeJwt, type JWTPayload } from 'jose';
 import { createApp, type App } from '../../src/app.js';
 import { parseConfig } from '../../src/config/load.js';
+import type { Config } from '../../src/config/schema.js';
 import { startEchoUpstream, type EchoUpstream } from '../../src/emulator/echo-upstream.js';
 import { startGateway, type Gateway } from '../../src/emulator/gateway.js';
 import { startDevIdp, type DevClient, type DevIdp, type DevTtl, type DevUser } from '../../src/oidc/dev-idp.js';
@@ -251,12 +252,16 @@ export interface StackOptions {
   ttl?: DevTtl;
   /** Do not start the IdP: its port is reserved, `stack.startIdp()` starts it later (provider down at start). */
   idpDown?: boolean;
+  /** Registered as the client's `backchannel_logout_uri` at the IdP. */
+  backchannelLogoutUri?: string;
 }
 
 /** IdP + N product replicas (createApp) + N Envoy emulators + one echo upstream, all on loopback. */
 export interface Stack {
   /** Undefined while the IdP is down. */
   idp: TestIdp | undefined;
+  /** The config every replica runs with. */
+  config: Config;
   issuer: string;
   apps: App[];
   gateways: Gateway[];
@@ -279,7 +284,13 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     startTestIdp({
       port: idpPort,
       clients: [
-        { clientId: 'kubeflow', clientSecret: 'kubeflow-secret', redirectUris: [`${base}/oauth2/callback`], postLogoutRedirectUris: [`${base}/signed-out`] },
+        {
+          clientId: 'kubeflow',
+          clientSecret: 'kubeflow-secret',
+          redirectUris: [`${base}/oauth2/callback`],
+          postLogoutRedirectUris: [`${base}/signed-out`],
+          ...(options.backchannelLogoutUri !== undefined ? { backchannelLogoutUri: options.backchannelLogoutUri } : {}),
+        },
       ],
       users: USERS,
       ttl: { AccessToken: 600, IdToken: 600, ...options.ttl },
@@ -316,6 +327,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
 
   const stack: Stack = {
     idp: options.idpDown ? undefined : await startIdp(),
+    config,
     issuer,
     apps: [],
     gateways: [],

@@ -1,0 +1,144 @@
+import { createServer, type Server } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import { SignJWT, UnsecuredJWT, type JWTPayload } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeKey, secretValue } from '../src/config/load.js';
+import { OidcBrowserFlow } from '../src/oidc/flow.js';
+import { LOGOUT_EVENT, type BackchannelResponse } from '../src/oidc/backchannel.js';
+import { CookieSessionStore } from '../src/session/cookie-store.js';
+import { createSessionStore } from '../src/session/index.js';
+import { KeyRing } from '../src/session/key-ring.js';
+import { LoginStateCookies } from '../src/session/login-state.js';
+import type { SessionStore } from '../src/session/types.js';
+import { createLogger } from '../src/telemetry/logger.js';
+import { Metrics } from '../src/telemetry/metrics.js';
+import { NAVIGATE, TestBrowser, freePort, loginAt, startStack, until, type Stack } from './support/idp.js';
+import { startRedis, type TestRedis } from './support/redis.js';
+
+// The IdP ends a user's session and POSTs a logout token; a second replica (built here, sharing Redis) receives it
+// the way the admin endpoint would, and the first replica stops honouring the session.
+const redis: TestRedis | undefined = await startRedis();
+let stack: Stack;
+let replica: OidcBrowserFlow;
+let store: SessionStore;
+let receiver: Server;
+const received: BackchannelResponse[] = [];
+
+function flowWith(sessionStore: SessionStore): OidcBrowserFlow {
+  const config = stack.config;
+  const keyRing = new KeyRing(config.session!.keys.map((k) => decodeKey(secretValue(k))!));
+  return new OidcBrowserFlow({
+    config,
+    store: sessionStore,
+    loginState: new LoginStateCookies(config.session!, keyRing),
+    keyRing,
+    metrics: new Metrics(),
+    logger: createLogger('silent'),
+    now: Date.now,
+  });
+}
+
+beforeAll(async () => {
+  if (!redis) return;
+  const port = await freePort();
+  stack = await startStack({
+    session: { store: 'redis', redis: { url: redis.url } },
+    backchannelLogoutUri: `http://127.0.0.1:${port}/backchannel-logout/corp`,
+  });
+  const config = stack.config;
+  const keyRing = new KeyRing(config.session!.keys.map((k) => decodeKey(secretValue(k))!));
+  store = createSessionStore(config.session!, keyRing);
+  replica = flowWith(store);
+  await replica.start();
+  receiver = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      void replica.backchannelLogout('corp', body).then((r) => {
+        received.push(r);
+        res.writeHead(r.status, r.headers).end(r.body);
+      });
+    });
+  });
+  await new Promise<void>((resolve) => receiver.listen(port, '127.0.0.1', resolve));
+  await until(() => stack.apps[0]!.ready() && replica.ready());
+});
+
+afterAll(async () => {
+  receiver?.closeAllConnections();
+  await new Promise((r) => (receiver ? receiver.close(r) : r(undefined)));
+  await replica?.close();
+  await store?.close();
+  await stack?.close();
+  await redis?.stop();
+});
+
+async function logoutToken(claims: JWTPayload, typ = 'logout+jwt'): Promise<string> {
+  const idp = stack.idp!;
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ iss: idp.issuer, aud: 'kubeflow', iat: now, exp: now + 120, jti: randomUUID(), events: { [LOGOUT_EVENT]: {} }, ...claims })
+    .setProtectedHeader({ alg: 'RS256', kid: idp.signingKey.kid, typ })
+    .sign(idp.signingKey.privateKey);
+}
+
+const form = (token: string) => new URLSearchParams({ logout_token: token }).toString();
+
+describe.skipIf(!redis)('back-channel logout', () => {
+  it('ends the session when the IdP session ends elsewhere', async () => {
+    const browser = new TestBrowser();
+    await loginAt(browser, stack.base, '/');
+    expect((await browser.request(`${stack.base}/`, { headers: { accept: 'application/json' } })).status).toBe(200);
+
+    // The user signs out at the IdP directly (another application's logout).
+    const page = await browser.request(`${stack.issuer}/session/end`, { headers: { ...NAVIGATE } });
+    const xsrf = /name="xsrf" value="([^"]+)"/.exec(page.body)![1]!;
+    await browser.request(`${stack.issuer}/session/end/confirm`, {
+      method: 'POST',
+      headers: { ...NAVIGATE, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ xsrf, logout: 'yes' }).toString(),
+    });
+    await until(() => received.length > 0);
+    expect(received[0]).toMatchObject({ status: 200 });
+
+    stack.skew = 11; // past the hot-path cache bound for server-side sessions
+    const after = await browser.request(`${stack.base}/`, { headers: { accept: 'application/json' } });
+    expect(after.status).toBe(401);
+    stack.skew = 0;
+  });
+
+  it('refuses tokens that are not valid logout tokens, and replays', async () => {
+    const idp = stack.idp!;
+    const bad: Array<[string, Promise<string>]> = [
+      ['wrong audience', logoutToken({ sid: 's1', aud: 'other' })],
+      ['wrong issuer', logoutToken({ sid: 's1', iss: 'https://evil.example' })],
+      ['nonce (an ID token)', logoutToken({ sid: 's1', nonce: 'n' })],
+      ['no event', logoutToken({ sid: 's1', events: { other: {} } })],
+      ['no sid nor sub', logoutToken({})],
+      ['too old', logoutToken({ sid: 's1', iat: Math.floor(Date.now() / 1000) - 3600, exp: undefined })],
+      ['access token typ', logoutToken({ sid: 's1' }, 'at+jwt')],
+      ['alg none', Promise.resolve(new UnsecuredJWT({ iss: idp.issuer, aud: 'kubeflow', iat: Math.floor(Date.now() / 1000), jti: 'x', sid: 's1', events: { [LOGOUT_EVENT]: {} } }).encode())],
+    ];
+    for (const [name, token] of bad) {
+      const r = await replica.backchannelLogout('corp', form(await token));
+      expect(r.status, name).toBe(400);
+      expect(JSON.parse(r.body), name).toMatchObject({ error: 'invalid_request' });
+    }
+    expect((await replica.backchannelLogout('corp', 'logout_token=a&logout_token=b')).status).toBe(400);
+    expect((await replica.backchannelLogout('nobody', form(await logoutToken({ sid: 's1' })))).status).toBe(404);
+
+    const good = await logoutToken({ sub: 'alice' });
+    expect((await replica.backchannelLogout('corp', form(good))).status).toBe(200);
+    expect((await replica.backchannelLogout('corp', form(good))).status).toBe(400);
+  });
+
+  it('answers 400 unsupported with the cookie store (no server side to end)', async () => {
+    const config = stack.config;
+    const keyRing = new KeyRing(config.session!.keys.map((k) => decodeKey(secretValue(k))!));
+    const cookieFlow = flowWith(new CookieSessionStore({ ...config.session!, store: 'cookie' }, keyRing));
+    await cookieFlow.start();
+    const r = await cookieFlow.backchannelLogout('corp', form(await logoutToken({ sid: 's2' })));
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body)).toMatchObject({ error: 'unsupported' });
+    await cookieFlow.close();
+  });
+});
