@@ -254,6 +254,12 @@ export interface StackOptions {
   idpDown?: boolean;
   /** Registered as the client's `backchannel_logout_uri` at the IdP. */
   backchannelLogoutUri?: string;
+  /** Merged into the IdP's client registration (auth method, extra redirect URIs ...). */
+  client?: Partial<DevClient>;
+  /** More providers (their IdPs are the caller's), appended after "corp". */
+  moreProviders?: Record<string, unknown>[];
+  /** Port of the first gateway (default: a free one), when the caller must know `base` before the stack starts. */
+  gatewayPort?: number;
 }
 
 /** IdP + N product replicas (createApp) + N Envoy emulators + one echo upstream, all on loopback. */
@@ -277,7 +283,7 @@ export interface Stack {
 }
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
-  const [gwPort, idpPort] = [await freePort(), await freePort()];
+  const [gwPort, idpPort] = [options.gatewayPort ?? (await freePort()), await freePort()];
   const base = `http://app.example.test:${gwPort}`;
   const issuer = `http://127.0.0.1:${idpPort}`;
   const startIdp = () =>
@@ -290,6 +296,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
           redirectUris: [`${base}/oauth2/callback`],
           postLogoutRedirectUris: [`${base}/signed-out`],
           ...(options.backchannelLogoutUri !== undefined ? { backchannelLogoutUri: options.backchannelLogoutUri } : {}),
+          ...options.client,
         },
       ],
       users: USERS,
@@ -310,6 +317,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
         timeoutMs: 3000,
         ...options.provider,
       },
+      ...(options.moreProviders ?? []),
     ],
     session: {
       keys: [randomBytes(32).toString('base64')],
