@@ -47,7 +47,7 @@ describe('request kind', () => {
   });
 
   it('answers everything else with 401', () => {
-    const api = [
+    const api: Record<string, string>[] = [
       { accept: '*/*' }, // curl
       {}, // no Accept at all
       { accept: 'application/json, text/plain, */*' }, // axios

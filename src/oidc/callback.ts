@@ -83,6 +83,8 @@ export async function handleCallback(
       expectedState: login.state,
       expectedNonce: login.nonce,
       idTokenExpected: true,
+      // A max_age sent through extraAuthParams must come back honoured in auth_time (OIDC Core 3.1.2.1).
+      ...maxAgeOf(provider),
     });
   } catch (err) {
     const failure = classifyIdpError(err);
@@ -122,6 +124,12 @@ export async function handleCallback(
   provider.count('callback_ok');
   ctx.logger.info({ provider: provider.name, user: built.session.identity.user }, 'login completed');
   return redirect('callback_success', ctx.guard.resolve(login.returnTo, origin), [...clear, ...sessionCookies]);
+}
+
+function maxAgeOf(provider: OidcProvider): { maxAge?: number } {
+  const raw = provider.config.extraAuthParams.max_age;
+  const maxAge = raw === undefined ? NaN : Number(raw);
+  return Number.isInteger(maxAge) && maxAge >= 0 ? { maxAge } : {};
 }
 
 /**
