@@ -1,4 +1,6 @@
+import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startRedis } from './support/redis.js';
 import { NAVIGATE, TestBrowser, loginAt, startStack, until, type Stack } from './support/idp.js';
 
 // The IdP is down when the product starts, comes up later, then goes away again during a session.
@@ -52,5 +54,43 @@ describe('provider availability', () => {
     const after = await get(browser, '/');
     expect(after.status).toBe(503);
     expect(after.setCookies).toEqual([]);
+  });
+});
+
+describe('a hanging IdP', () => {
+  it.each(['cookie', 'redis'] as const)('costs one timeout per session, not one per request, while the tokens are valid (%s store)', async (kind) => {
+    const redis = kind === 'redis' ? await startRedis() : undefined;
+    if (kind === 'redis' && redis === undefined) return;
+    const session = redis ? { store: 'redis', redis: { url: redis.url } } : {};
+    const hanging = await startStack({ provider: { timeoutMs: 1000 }, session });
+    const sockets: Socket[] = [];
+    let blackhole: Server | undefined;
+    try {
+      await until(() => hanging.apps[0]!.ready());
+      const browser = new TestBrowser();
+      await loginAt(browser, hanging.base, '/');
+      const port = Number(new URL(hanging.issuer).port);
+      await hanging.stopIdp();
+      blackhole = createServer((s) => sockets.push(s)); // accepts, never answers
+      await new Promise<void>((resolve) => blackhole!.listen(port, '127.0.0.1', resolve));
+      hanging.skew = 560;
+      const timed = async () => {
+        const t = Date.now();
+        const r = await browser.request(`${hanging.base}/`, { headers: { accept: 'application/json' } });
+        return { status: r.status, ms: Date.now() - t };
+      };
+      const first = await timed();
+      expect(first.status).toBe(200);
+      expect(first.ms).toBeGreaterThanOrEqual(900);
+      const second = await timed();
+      expect(second.status).toBe(200);
+      expect(second.ms).toBeLessThan(500);
+      expect(hanging.events('refresh_error')).toBe(1);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => (blackhole ? blackhole.close(r) : r(undefined)));
+      await hanging.close();
+      await redis?.stop();
+    }
   });
 });

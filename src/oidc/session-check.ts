@@ -78,8 +78,8 @@ export class SessionResolver {
           return login('session_expired', outcome.clear);
         case 'unavailable':
           if (now < session.tokenExpiresAt) {
-            const entry = this.entry(session, 'session_valid', []);
-            return { ...entry, expiresAt: Math.min(entry.expiresAt, ctx.now() + REFRESH_RETRY_MS) };
+            // Served from the cache for a few seconds, so a hanging IdP costs one timeout, not one per request.
+            return this.slide(session, handle, now, ctx.now() + REFRESH_RETRY_MS);
           }
           return { kind: 'decision', decision: unavailableReply(ctx, 'provider_unavailable', outcome.detail), expiresAt: NEVER, size: 0 };
         case 'current':
@@ -94,13 +94,18 @@ export class SessionResolver {
     return this.slide(session, handle, now);
   }
 
-  private async slide(session: SessionData, handle: SessionHandle, now: number): Promise<SessionEntry> {
-    if (now - session.lastSeenAt < this.slideAfter) return this.entry(session, 'session_valid', []);
+  private async slide(session: SessionData, handle: SessionHandle, now: number, retryAt?: number): Promise<SessionEntry> {
+    if (now - session.lastSeenAt < this.slideAfter) return this.entry(session, 'session_valid', [], retryAt);
     const slid = { ...session, lastSeenAt: now };
-    return this.entry(slid, 'session_valid', await this.ctx.store.save(slid, handle));
+    return this.entry(slid, 'session_valid', await this.ctx.store.save(slid, handle), retryAt);
   }
 
-  private entry(session: SessionData, reason: 'session_valid' | 'session_refreshed', setCookies: readonly string[]): SessionEntry {
+  /**
+   * The cacheable answer for this session: valid until the first of slide time, idle and absolute timeouts, and the
+   * refresh due time (token expiry when there is nothing to refresh with). `retryAt` replaces the refresh due time
+   * when a refresh could not be done now and should be tried again then.
+   */
+  private entry(session: SessionData, reason: 'session_valid' | 'session_refreshed', setCookies: readonly string[], retryAt?: number): SessionEntry {
     const ctx = this.ctx;
     const limits = [
       session.lastSeenAt + this.slideAfter,
@@ -108,7 +113,8 @@ export class SessionResolver {
       session.createdAt + ctx.session.absoluteTimeoutSeconds,
     ];
     const due = refreshDueAt(ctx, session);
-    if (due !== undefined) limits.push(due);
+    if (retryAt !== undefined) limits.push(retryAt / 1000, session.tokenExpiresAt);
+    else if (due !== undefined) limits.push(due);
     else if (holdsTokens(session)) limits.push(session.tokenExpiresAt);
     let expiresAt = Math.min(...limits) * 1000;
     if (setCookies.length > 0 || this.sharedState) expiresAt = Math.min(expiresAt, ctx.now() + SHARED_STATE_CACHE_MS);
