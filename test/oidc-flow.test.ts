@@ -9,9 +9,10 @@ const PASSWORD = 'alice-password';
 let stack: Stack;
 let idp: TestIdp;
 let base: string;
+const logs: string[] = [];
 
 beforeAll(async () => {
-  stack = await startStack();
+  stack = await startStack({ logs });
   idp = stack.idp!;
   base = stack.base;
   await until(() => stack.apps[0]!.ready());
@@ -371,5 +372,51 @@ describe('logout', () => {
     const r = await new TestBrowser().request(`${base}/logout`, { headers: { ...NAVIGATE } });
     expect(r.status).toBe(302);
     expect(new URL(r.location!).searchParams.get('id_token_hint')).toBeNull();
+  });
+});
+
+describe('large sessions and logs', () => {
+  it('splits a large cookie session into chunks, reads it back, and strips every chunk before the upstream', async () => {
+    const browser = new TestBrowser();
+    const { callback } = await login(browser, '/big', 'dana', 'dana-password');
+    expect(callback.status).toBe(302);
+    const chunks = [...browser.jar('app.example.test').keys()].filter((n) => n.startsWith(`${SESSION}_`));
+    expect(chunks.length).toBeGreaterThan(1);
+    for (const line of callback.setCookies) expect(line.length).toBeLessThan(4096);
+    browser.setCookie('app.example.test', 'app_pref', '1');
+    const r = await get(browser, '/big');
+    expect(r.status).toBe(200);
+    const seen = echoed(r);
+    expect(seen.headers.cookie).toBe('app_pref=1');
+    expect((seen.headers['kubeflow-groups'] as string).split(',')).toHaveLength(120);
+    // Logout clears every chunk.
+    const out = await get(browser, '/logout', { ...NAVIGATE });
+    for (const name of chunks) expect(out.setCookies.some((l) => l.startsWith(`${name}=`) && isDeletion(l)), name).toBe(true);
+  });
+
+  it('never logs tokens, cookies, codes or state values', async () => {
+    const browser = new TestBrowser();
+    const { start, callback } = await login(browser, '/logged?x=1');
+    const secrets = new Set<string>();
+    const auth = new URL(start.location!);
+    for (const k of ['state', 'nonce', 'code_challenge']) secrets.add(auth.searchParams.get(k)!);
+    for (const line of [...start.setCookies, ...callback.setCookies]) {
+      const value = line.slice(line.indexOf('=') + 1, line.indexOf(';'));
+      if (value.length > 8) secrets.add(value.slice(0, 40));
+    }
+    const callbackUrl = new URL(callback.url);
+    secrets.add(callbackUrl.searchParams.get('code')!);
+    stack.skew = 560;
+    const refreshed = await get(browser, '/logged');
+    expect(refreshed.status).toBe(200);
+    for (const line of refreshed.setCookies) secrets.add(line.slice(line.indexOf('=') + 1, line.indexOf('=') + 41));
+    const out = await get(browser, '/logout', { ...NAVIGATE });
+    secrets.add(new URL(out.location!).searchParams.get('id_token_hint')!.slice(0, 40));
+    await browser.request(`${base}/oauth2/callback?code=${callbackUrl.searchParams.get('code')}&state=${auth.searchParams.get('state')}`);
+
+    const text = logs.join('');
+    expect(text).toContain('login completed');
+    expect(text).not.toMatch(/eyJ[A-Za-z0-9_-]{20,}/); // no JWT anywhere
+    for (const secret of secrets) expect(text.includes(secret), `log contains ${secret.slice(0, 12)}...`).toBe(false);
   });
 });

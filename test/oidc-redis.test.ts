@@ -60,6 +60,25 @@ describe.skipIf(!redis)('redis sessions', () => {
     expect(other.status).toBe(401);
   });
 
+  it('gives every login a new session id: a planted session cookie is replaced and, for another user, ended', async () => {
+    const attacker = new TestBrowser();
+    await loginAt(attacker, stack.base, '/', 'bob');
+    const planted = attacker.jar('app.example.test').get(SESSION)!;
+    // The victim starts a login; meanwhile the attacker plants a session cookie (a sibling subdomain without __Host-).
+    const victim = new TestBrowser();
+    const start = await victim.request(`${stack.base}/`, { headers: { ...NAVIGATE } });
+    victim.setCookie('app.example.test', SESSION, planted);
+    const callback = await victim.request(await victim.signIn(start.location!, 'alice', 'alice-password'), { headers: { ...NAVIGATE } });
+    expect(callback.status).toBe(302);
+    const mine = victim.jar('app.example.test').get(SESSION)!;
+    expect(mine).not.toBe(planted);
+    const seen = JSON.parse((await get(victim, '/')).body) as { headers: Record<string, string> };
+    expect(seen.headers['kubeflow-userid']).toBe('oidc:alice@example.com');
+    // The planted session was another user's: it is gone server-side, so the attacker's copy stops working too.
+    stack.skew = 11;
+    expect((await get(attacker, '/api/x')).status).toBe(401);
+  });
+
   it('refreshes once across replicas when both see the refresh due at the same time (rotating refresh tokens)', async () => {
     const browser = new TestBrowser();
     await loginAt(browser, stack.base, '/');

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
+import { Writable } from 'node:stream';
 import { SignJWT, decodeJwt, type JWTPayload } from 'jose';
 import { createApp, type App } from '../../src/app.js';
 import { parseConfig } from '../../src/config/load.js';
@@ -149,7 +150,7 @@ export class TestBrowser {
     if (init.body !== undefined) headers['content-length'] = String(Buffer.byteLength(init.body));
     return new Promise((resolve, reject) => {
       const req = request(
-        { host: '127.0.0.1', port: init.connectPort ?? (target.port || 80), path: target.pathname + target.search, method: init.method ?? 'GET', headers, agent: false },
+        { host: '127.0.0.1', port: init.connectPort ?? (target.port || 80), path: target.pathname + target.search, method: init.method ?? 'GET', headers, agent: false, maxHeaderSize: 96 * 1024 },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
@@ -239,6 +240,13 @@ export function isDeletion(line: string): boolean {
 export const USERS: DevUser[] = [
   { username: 'alice', password: 'alice-password', email: 'alice@example.com', groups: ['admins', 'ml,team'] },
   { username: 'bob', password: 'bob-password', email: 'bob@example.com', groups: [] },
+  // Enough groups that the cookie session needs several chunks (tokens and identity both carry them).
+  {
+    username: 'dana',
+    password: 'dana-password',
+    email: 'dana@example.com',
+    groups: Array.from({ length: 120 }, (_, i) => `team-${String(i).padStart(3, '0')}-with-a-rather-long-group-name`),
+  },
 ];
 
 export interface StackOptions {
@@ -260,6 +268,8 @@ export interface StackOptions {
   moreProviders?: Record<string, unknown>[];
   /** Port of the first gateway (default: a free one), when the caller must know `base` before the stack starts. */
   gatewayPort?: number;
+  /** Collects every log line of every replica at debug level (instead of OIDC_TEST_LOG / silent). */
+  logs?: string[];
 }
 
 /** IdP + N product replicas (createApp) + N Envoy emulators + one echo upstream, all on loopback. */
@@ -359,8 +369,19 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     },
   };
   const level = process.env.OIDC_TEST_LOG ?? 'silent';
+  const logs = options.logs;
+  const sink =
+    logs === undefined
+      ? undefined
+      : new Writable({
+          write(chunk: Buffer, _encoding, done) {
+            logs.push(chunk.toString('utf8'));
+            done();
+          },
+        });
   for (let i = 0; i < (options.replicas ?? 1); i++) {
-    const app = createApp(config, { logger: createLogger(level), now: () => Date.now() + stack.skew * 1000 });
+    const logger = sink === undefined ? createLogger(level) : createLogger('debug', sink);
+    const app = createApp(config, { logger, now: () => Date.now() + stack.skew * 1000 });
     await app.start();
     stack.apps.push(app);
     stack.gateways.push(await startGateway({ authzAddress: `127.0.0.1:${app.grpcPort}`, upstream: stack.echo.url, port: i === 0 ? gwPort : 0 }));
