@@ -1,253 +1,162 @@
-// Benchmark harness: the built server against a no-op grpc-js Check server, in one run, same machine, same load.
-// node bench/run.mjs [--quick] [--rounds N] [--seconds S]
-// Writes bench/results/latest.json and latest.md, and prints the markdown table.
-import { execFile, spawn } from 'node:child_process';
-import { createServer } from 'node:http';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+// Benchmark harness: this server against the no-op ceiling and against oauth2-proxy and OPA-Envoy, in one run, on
+// the same cores, with the same concurrency and the same credentials. See bench/README.md.
+//   node bench/run.mjs [--quick] [--rounds N] [--seconds S] [--only id,id] [--no-peers] [--profile]
+// Writes <out>/latest.json, latest.md and latest.svg (out: bench/results, or bench/results/quick with --quick).
+// Exits 1 only on a broken harness or a wrong decision, never on a slow number.
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
-import { exportJWK, generateKeyPair, SignJWT } from 'jose';
-import * as grpc from '@grpc/grpc-js';
+import { AUTHZ_CLIENT, AUDIENCE, startAuthz, startNoop } from './authz-server.mjs';
+import { loginThroughCheck, loginThroughOauth2Proxy } from './browser-login.mjs';
+import { measure, WrongDecisionError } from './measure.mjs';
+import { findTool, oauth2ProxyPort, startOauth2Proxy, startOpa, toolVersion } from './peers.mjs';
+import { freePort, jsonListening, killAll, peakRssMiB, startProcess, stopProcess } from './processes.mjs';
+import { writeReport } from './report.mjs';
+import { closeProbes } from './requests.mjs';
+import { buildScenarios } from './scenarios.mjs';
+import { signingKeys, signToken, signTokens, USER } from './tokens.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const { encodeCheckRequest, decodeCheckResponse } = await import(join(root, 'dist/check/wire.js'));
-const run = promisify(execFile);
-
 const args = process.argv.slice(2);
-const quick = args.includes('--quick');
-const flag = (name, dflt) => {
-  const i = args.indexOf(name);
-  return i === -1 ? dflt : Number(args[i + 1]);
+const has = (name) => args.includes(name);
+const flag = (name, dflt) => (has(name) ? args[args.indexOf(name) + 1] : dflt);
+const quick = has('--quick');
+const o = {
+  rounds: Number(flag('--rounds', quick ? 1 : 5)),
+  seconds: Number(flag('--seconds', quick ? 1 : 6)),
+  fixedSeconds: Number(flag('--fixed-seconds', quick ? 1 : 5)),
+  warmup: Number(flag('--warmup', quick ? 0.3 : 1)),
+  connections: Number(flag('--connections', 2)),
+  streams: Number(flag('--streams', 64)),
+  coldTokens: Number(flag('--cold-tokens', quick ? 1000 : 4000)),
+  callbackLogins: Number(flag('--callback-logins', quick ? 24 : 200)),
+  only: flag('--only', '') ? flag('--only', '').split(',') : undefined,
+  profile: has('--profile'),
+  workDir: mkdtempSync(join(tmpdir(), 'oidc-ext-authz-bench-')),
 };
-const ROUNDS = flag('--rounds', quick ? 1 : 3);
-const SECONDS = flag('--seconds', quick ? 3 : 10);
-const CONNS = flag('--connections', 2);
-const STREAMS = flag('--streams', 64);
-const COLD_TOKENS = quick ? 400 : 3000;
-const work = mkdtempSync(join(tmpdir(), 'oidc-ext-authz-bench-'));
+const outDir = join(root, flag('--out', quick ? 'bench/results/quick' : 'bench/results'));
+// Quick mode (CI) keeps the harness from rotting: every scenario runs once, a few of them also at the fixed rate.
+const QUICK_FIXED = new Set(['ceiling', 'bearer-cached', 'session-cached', 'mix', 'opa-bearer']);
+const log = (msg) => process.stderr.write(`${msg}\n`);
+const t0 = performance.now();
 
-// --- a real issuer: JWKS over HTTP, RS256 and ES256 keys -------------------------------------------------------
-const rsa = await generateKeyPair('RS256', { modulusLength: 2048 });
-const ec = await generateKeyPair('ES256');
-const jwks = {
-  keys: [
-    { ...(await exportJWK(rsa.publicKey)), kid: 'rsa', alg: 'RS256', use: 'sig' },
-    { ...(await exportJWK(ec.publicKey)), kid: 'ec', alg: 'ES256', use: 'sig' },
-  ],
-};
-const jwksServer = createServer((req, res) => {
-  res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(jwks));
-});
-await new Promise((r) => jwksServer.listen(0, '127.0.0.1', r));
-const issuer = `http://127.0.0.1:${jwksServer.address().port}`;
-
-const sign = (alg, key, kid, i) =>
-  new SignJWT({ email: `user${i}@example.com`, groups: ['team-a', 'ml'], aud: 'bench', iss: issuer, sub: `u${i}` })
-    .setProtectedHeader({ alg, kid, typ: 'JWT' })
-    .setIssuedAt()
-    .setExpirationTime('2h')
-    .sign(key);
-
-// --- servers -----------------------------------------------------------------------------------------------------
-async function freePort() {
-  const s = createServer();
-  await new Promise((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address();
-  await new Promise((r) => s.close(r));
-  return port;
+for (const tool of ['h2load', 'ghz']) {
+  if (!findTool(tool)) throw new Error(`${tool} not found: run bash scripts/install-tools.sh (and source scripts/tools-env.sh)`);
 }
-
-async function startProcess(argv, name) {
-  const child = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'inherit'], cwd: root });
-  const lines = createInterface({ input: child.stdout });
-  const port = await new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`${name} did not start`)), 20_000);
-    lines.on('line', (line) => {
-      try {
-        const e = JSON.parse(line);
-        if (e.msg === 'listening') {
-          clearTimeout(t);
-          resolve(e.grpcPort);
-        }
-      } catch {}
-    });
-  });
-  return { child, port, name };
-}
-
-async function startAuthz(name, extra) {
-  const adminPort = await freePort();
-  const config = {
-    server: { grpc: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: adminPort } },
-    log: { level: 'info' },
-    issuers: [{ name: 'bench', issuer, jwksUri: `${issuer}/jwks`, audiences: ['bench'], algorithms: ['RS256', 'ES256'] }],
-    routes: [
-      { path: { prefix: '/public' }, action: 'public' },
-      { path: { prefix: '/api' }, action: 'api' },
-      { path: { prefix: '/' }, action: 'protect' },
-    ],
-    ...extra,
-  };
-  const file = join(work, `${name}.json`);
-  writeFileSync(file, JSON.stringify(config));
-  const p = await startProcess([join(root, 'dist/cli.js'), 'serve', '--config', file], name);
-  return { ...p, adminPort };
-}
-
-// --- requests ------------------------------------------------------------------------------------------------------
-const baseHeaders = {
-  'user-agent': 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36',
-  accept: 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8',
-  'accept-language': 'en-US,en;q=0.9',
-  'accept-encoding': 'gzip, deflate, br',
-  'x-forwarded-proto': 'https',
-  'x-forwarded-for': '203.0.113.7',
-  'x-request-id': '5f1b2c3d-aaaa-bbbb-cccc-0123456789ab',
-  'x-envoy-attempt-count': '1',
-  'sec-fetch-mode': 'navigate',
-  'sec-fetch-site': 'none',
-};
-function checkRequest(path, headers) {
-  const h = { ':authority': 'app.example.com', ':method': 'GET', ':path': path, ':scheme': 'https', ...baseHeaders, ...headers };
-  return encodeCheckRequest({ http: { id: '1', method: 'GET', path, host: 'app.example.com', scheme: 'https', protocol: 'HTTP/1.1', headers: h, sourceAddress: '10.0.0.1' } });
-}
-function grpcFrame(msg) {
-  const b = Buffer.alloc(5 + msg.length);
-  b.writeUInt32BE(msg.length, 1);
-  msg.copy(b, 5);
-  return b;
-}
-
-/** One real call, to prove the scenario's decision before it is loaded. */
-async function probe(port, body) {
-  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
-  const id = (b) => b;
-  const res = await new Promise((resolve, reject) =>
-    client.makeUnaryRequest('/envoy.service.auth.v3.Authorization/Check', id, id, body, (err, r) => (err ? reject(err) : resolve(r))),
-  );
-  client.close();
-  return decodeCheckResponse(res);
-}
-
-function cpuSeconds(pid) {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100; // utime + stime, in clock ticks (USER_HZ = 100)
-}
-function rssMiB(pid) {
-  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
-
-async function h2load(port, body) {
-  const file = join(work, `body-${Math.random().toString(36).slice(2)}.bin`);
-  writeFileSync(file, grpcFrame(body));
-  const { stdout } = await run('h2load', [
-    '-D', String(SECONDS), '--warm-up-time=1', '-c', String(CONNS), '-m', String(STREAMS),
-    '-H', 'content-type: application/grpc', '-H', 'te: trailers', '-d', file,
-    `http://127.0.0.1:${port}/envoy.service.auth.v3.Authorization/Check`,
-  ], { maxBuffer: 1 << 24 });
-  const rps = Number(/finished in [\d.]+s, ([\d.]+) req\/s/.exec(stdout)?.[1]);
-  const done = /requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored/.exec(stdout);
-  const mean = /time for request:\s+\S+\s+\S+\s+(\S+)/.exec(stdout)?.[1];
-  return { rps, requests: Number(done?.[2]), failed: Number(done?.[4]) + Number(done?.[5]), meanLatency: mean };
-}
-
-async function loadgen(port, bodies) {
-  const file = join(work, `bodies-${Math.random().toString(36).slice(2)}.bin`);
-  writeFileSync(file, Buffer.concat(bodies.flatMap((b) => { const l = Buffer.alloc(4); l.writeUInt32BE(b.length); return [l, b]; })));
-  const { stdout } = await run(process.execPath, [join(root, 'bench/loadgen.mjs'), JSON.stringify({ target: `127.0.0.1:${port}`, bodies: file, concurrency: CONNS * STREAMS, seconds: SECONDS })], { maxBuffer: 1 << 24 });
-  return JSON.parse(stdout);
-}
-
-async function decisions(adminPort) {
-  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
-  const out = {};
-  for (const m of text.matchAll(/oidc_ext_authz_decisions_total\{result="(\w+)",reason="(\w+)"\} (\d+)/g)) out[m[2]] = Number(m[3]);
-  return out;
-}
-
-// --- scenarios -----------------------------------------------------------------------------------------------------
-const cachedToken = await sign('RS256', rsa.privateKey, 'rsa', 0);
-const coldRsa = await Promise.all(Array.from({ length: COLD_TOKENS }, (_, i) => sign('RS256', rsa.privateKey, 'rsa', i + 1)));
-const coldEc = await Promise.all(Array.from({ length: COLD_TOKENS }, (_, i) => sign('ES256', ec.privateKey, 'ec', i + 1)));
-
-const noop = await startProcess([join(root, 'bench/noop-server.mjs')], 'noop');
-const authz = await startAuthz('authz', {});
-// Cold: a one-entry cache and more distinct tokens than entries, so every check verifies a signature.
-const cold = await startAuthz('authz-cold', { cache: { maxEntries: 1, maxBytes: 1024 * 1024, negativeTtlSeconds: 0 } });
-await new Promise((r) => setTimeout(r, 500));
-
-const scenarios = [
-  { name: 'no-op grpc-js server (ceiling)', server: noop, tool: 'h2load', body: checkRequest('/notebooks/', { authorization: `Bearer ${cachedToken}` }), expect: null },
-  { name: 'bearer, cached', server: authz, tool: 'h2load', body: checkRequest('/notebooks/', { authorization: `Bearer ${cachedToken}` }), expect: 'bearer_valid' },
-  { name: 'public route', server: authz, tool: 'h2load', body: checkRequest('/public/logo.png', {}), expect: 'public_route' },
-  { name: 'API route, no credentials (401)', server: authz, tool: 'h2load', body: checkRequest('/api/v1/runs', { accept: 'application/json' }), expect: 'no_credentials' },
-  { name: 'no-op grpc-js server, loadgen (ceiling)', server: noop, tool: 'loadgen', bodies: coldRsa.map((t) => checkRequest('/x', { authorization: `Bearer ${t}` })), expect: null },
-  { name: 'bearer, cold RS256 (every token new)', server: cold, tool: 'loadgen', bodies: coldRsa.map((t) => checkRequest('/x', { authorization: `Bearer ${t}` })), expect: 'bearer_valid' },
-  { name: 'bearer, cold ES256 (every token new)', server: cold, tool: 'loadgen', bodies: coldEc.map((t) => checkRequest('/x', { authorization: `Bearer ${t}` })), expect: 'bearer_valid' },
-];
-
-const results = scenarios.map((s) => ({ name: s.name, tool: s.tool, runs: [] }));
-for (let round = 0; round < ROUNDS; round++) {
-  for (const [i, s] of scenarios.entries()) {
-    if (s.expect) {
-      const d = await probe(s.server.port, s.body ?? s.bodies[0]);
-      const allowed = d.status === 0;
-      if ((s.expect === 'no_credentials') === allowed) throw new Error(`${s.name}: unexpected decision ${JSON.stringify(d)}`);
-    }
-    const before = s.server.adminPort ? await decisions(s.server.adminPort) : {};
-    const cpu0 = cpuSeconds(s.server.child.pid);
-    const r = s.tool === 'h2load' ? await h2load(s.server.port, s.body) : await loadgen(s.server.port, s.bodies);
-    const cpu = cpuSeconds(s.server.child.pid) - cpu0;
-    let decided = r.requests;
-    if (s.expect) {
-      const after = await decisions(s.server.adminPort);
-      decided = (after[s.expect] ?? 0) - (before[s.expect] ?? 0);
-      // Every request the tool counted must have been decided with the expected reason (warm-up adds a few more).
-      if (decided < r.requests * 0.99) throw new Error(`${s.name}: ${decided} decisions for ${r.requests} requests`);
-    }
-    results[i].runs.push({ rps: r.rps, requests: r.requests, failed: r.failed ?? r.errors, p50: r.p50, p99: r.p99, cpuUsPerCheck: (cpu * 1e6) / Math.max(1, decided) });
-    process.stderr.write(`round ${round + 1}/${ROUNDS} ${s.name}: ${Math.round(r.rps)} req/s\n`);
+const peerBinaries = { oauth2Proxy: findTool('oauth2-proxy'), opa: findTool('opa-envoy-plugin') };
+const withPeers = !has('--no-peers');
+for (const [name, path] of Object.entries(peerBinaries)) {
+  if (withPeers && !path) {
+    if (!quick) throw new Error(`peer ${name} not installed (bash scripts/install-tools.sh); use --no-peers to run without peers`);
+    log(`SKIP peer ${name}: binary not installed (bash scripts/install-tools.sh installs it)`);
   }
 }
 
-const median = (xs) => {
-  const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  return v.length === 0 ? NaN : v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
-};
-const table = results.map((r) => ({
-  scenario: r.name,
-  tool: r.tool,
-  rps: median(r.runs.map((x) => x.rps)),
-  p50: median(r.runs.map((x) => x.p50)),
-  p99: median(r.runs.map((x) => x.p99)),
-  cpuUs: median(r.runs.map((x) => x.cpuUsPerCheck)),
-  failed: r.runs.reduce((a, x) => a + (x.failed || 0), 0),
-}));
-const ceilingH2 = table[0].rps;
-const ceilingGen = table[4].rps;
-for (const row of table) row.ofCeiling = row.tool === 'h2load' ? row.rps / ceilingH2 : row.rps / ceilingGen;
-const peakRss = { authz: rssMiB(authz.child.pid), cold: rssMiB(cold.child.pid), noop: rssMiB(noop.child.pid) };
+async function main() {
+  // --- the IdP: discovery + JWKS + logins, for this product, oauth2-proxy and (JWKS) OPA -----------------------------
+  const keys = await signingKeys();
+  const opPort = await oauth2ProxyPort();
+  const opClient = { client_id: 'oauth2-proxy', client_secret: 'oauth2-proxy-secret', redirect_uris: [`http://127.0.0.1:${opPort}/oauth2/callback`] };
+  const idpConfig = join(o.workDir, 'idp.json');
+  writeFileSync(idpConfig, JSON.stringify({ port: await freePort(), keys: keys.privateJwks, clients: [AUTHZ_CLIENT, opClient], user: USER }));
+  const idp = await startProcess('idp', process.execPath, [join(root, 'bench/idp.mjs'), idpConfig], { log: join(o.workDir, 'idp.log'), ready: jsonListening(1) });
+  const issuer = idp.issuer;
+  const jwks = await (await fetch(`${issuer}/jwks`)).json();
+  log(`IdP ${issuer} (oidc-provider), keys ${jwks.keys.map((k) => k.kid).join(', ')}`);
 
-const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '–');
-const md = [
-  `Rounds: ${ROUNDS} x ${SECONDS}s, ${CONNS} connections x ${STREAMS} streams, medians. Node ${process.version}, ${(await import('node:os')).cpus().length} cores.`,
-  '',
-  '| scenario | load | checks/s | % of ceiling | p50 ms | p99 ms | server CPU µs/check | failed |',
-  '|---|---|---:|---:|---:|---:|---:|---:|',
-  ...table.map((r) => `| ${r.scenario} | ${r.tool} | ${fmt(r.rps)} | ${fmt(r.ofCeiling * 100, 1)}% | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.cpuUs, 1)} | ${r.failed} |`),
-  '',
-  `Peak RSS (MiB): authz ${fmt(peakRss.authz, 1)}, authz-cold ${fmt(peakRss.cold, 1)}, no-op ${fmt(peakRss.noop, 1)}.`,
-].join('\n');
-mkdirSync(join(root, 'bench/results'), { recursive: true });
-writeFileSync(join(root, 'bench/results/latest.json'), JSON.stringify({ date: new Date().toISOString(), quick, rounds: ROUNDS, seconds: SECONDS, table, peakRss, raw: results }, null, 2));
-writeFileSync(join(root, 'bench/results/latest.md'), md + '\n');
-process.stdout.write(md + '\n');
+  // --- credentials ----------------------------------------------------------------------------------------------
+  const bearer = await signToken(keys, 'RS256', issuer, 0);
+  const tSign = performance.now();
+  const coldRs256 = await signTokens(keys, 'RS256', issuer, o.coldTokens, 1);
+  const coldEs256 = await signTokens(keys, 'ES256', issuer, o.coldTokens, 1);
+  log(`signed ${o.coldTokens} RS256 + ${o.coldTokens} ES256 distinct tokens in ${((performance.now() - tSign) / 1000).toFixed(1)} s`);
 
-for (const p of [noop, authz, cold]) p.child.kill('SIGTERM');
-jwksServer.close();
-const failed = table.reduce((a, r) => a + r.failed, 0);
-process.exit(failed > 0 ? 1 : 0);
+  // --- servers --------------------------------------------------------------------------------------------------
+  const sessionKey = randomBytes(32).toString('base64');
+  const profileArgs = (name) => (o.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(outDir, 'profiles')}`, `--cpu-prof-name=${name}.cpuprofile`] : []);
+  // Cold: a one-entry cache and many more distinct tokens than entries, so every check verifies a signature.
+  const oneEntry = { maxEntries: 1, maxBytes: 1024 * 1024, negativeTtlSeconds: 0 };
+  const want = (id) => !o.only || o.only.some((x) => id.startsWith(x) || x.startsWith(id));
+  const servers = {};
+  servers.noop = await startNoop({ workDir: o.workDir });
+  servers.authz = await startAuthz({ name: 'authz', workDir: o.workDir, issuer, sessionKey, nodeArgs: profileArgs('authz') });
+  servers.cold = await startAuthz({ name: 'authz-cold', workDir: o.workDir, issuer, sessionKey, cache: oneEntry, nodeArgs: profileArgs('authz-cold') });
+  // Cluster workers: also one-entry caches (one repeated token hits, distinct tokens miss), so two servers cover both.
+  if (!has('--no-workers') && (want('bearer-cached-w') || want('bearer-cold-rs256-w'))) {
+    servers.w1 = await startAuthz({ name: 'authz-workers-1', workDir: o.workDir, issuer, sessionKey, cache: oneEntry, workers: 1 });
+    servers.w2 = await startAuthz({ name: 'authz-workers-2', workDir: o.workDir, issuer, sessionKey, cache: oneEntry, workers: 2 });
+  }
+  const versions = { node: process.version, h2load: toolVersion('h2load').replace(/^h2load /, ''), ghz: toolVersion(findTool('ghz')) };
+  if (withPeers && peerBinaries.oauth2Proxy && want('oauth2-proxy')) {
+    servers.oauth2Proxy = await startOauth2Proxy({ binary: peerBinaries.oauth2Proxy, port: opPort, workDir: o.workDir, issuer, clientId: opClient.client_id, clientSecret: opClient.client_secret, audience: AUDIENCE });
+    versions.oauth2Proxy = toolVersion(peerBinaries.oauth2Proxy);
+  }
+  if (withPeers && peerBinaries.opa && want('opa')) {
+    servers.opa = await startOpa({ binary: peerBinaries.opa, workDir: o.workDir, issuer, jwks, audience: AUDIENCE, jwtCache: false, name: 'opa' });
+    servers.opaCached = await startOpa({ binary: peerBinaries.opa, workDir: o.workDir, issuer, jwks, audience: AUDIENCE, jwtCache: true, name: 'opa-jwt-cache' });
+    versions.opa = toolVersion(peerBinaries.opa, ['version']).replace(/^Version: /, '');
+  }
+
+  // --- real sessions: one browser login through each server that has one -----------------------------------------
+  const sessionCookie = await loginThroughCheck(servers.authz.grpcPort);
+  log(`session: logged in through Check + IdP (${sessionCookie.length} bytes of cookie)`);
+  const oauth2ProxyCookie = servers.oauth2Proxy ? await loginThroughOauth2Proxy(servers.oauth2Proxy.base) : undefined;
+  if (oauth2ProxyCookie) log(`oauth2-proxy session: logged in through /oauth2/start + IdP + /oauth2/callback (${oauth2ProxyCookie.length} bytes)`);
+
+  let scenarios = buildScenarios({ workDir: o.workDir, servers, idp, bearer, coldRs256, coldEs256, sessionCookie, oauth2ProxyCookie, callbackLogins: o.callbackLogins });
+  if (o.only) scenarios = scenarios.filter((s) => s.group === 'ceiling' || want(s.id));
+  // The fixed rate comes from the ceiling measured by the tool that generates it: ghz goes first.
+  const order = [...scenarios].sort((a, b) => (a.id === 'ceiling-ghz' ? -1 : b.id === 'ceiling-ghz' ? 1 : 0));
+  log(`${scenarios.length} scenarios x ${o.rounds} rounds; ${o.seconds} s at saturation, ${o.fixedSeconds} s at the fixed rate; ${o.connections} connections x ${o.streams} streams`);
+
+  // --- rounds: every scenario once per round, in the same order, so slow phases of a noisy machine hit them all ----
+  const runs = Object.fromEntries(scenarios.map((s) => [s.id, []]));
+  let fixedRate;
+  for (let round = 0; round < o.rounds; round++) {
+    // Odd rounds run back to front, so a machine that slows down over the run does not always hit the same scenarios.
+    for (const s of round % 2 === 0 ? order : [...order].reverse()) {
+      const sat = await measure(s, o);
+      if (s.id === 'ceiling-ghz' && fixedRate === undefined) fixedRate = Math.max(100, Math.round(sat.rps / 2 / 50) * 50);
+      let fixed;
+      if (s.fixedRate && fixedRate && (!quick || QUICK_FIXED.has(s.id))) {
+        // A server slower than the fixed rate would only measure its queue: it runs at half its own rate instead.
+        const rate = sat.rps >= fixedRate * 1.15 ? fixedRate : Math.max(50, Math.round(sat.rps / 2 / 50) * 50);
+        fixed = { ...(await measure(s, o, { rps: rate })), rate, ownRate: rate !== fixedRate };
+      }
+      runs[s.id].push({ saturation: sat, fixed });
+      const f = fixed ? `; at ${fixed.rate}/s p99 ${fixed.p99.toFixed(2)} ms` : '';
+      log(`round ${round + 1}/${o.rounds} ${s.id.padEnd(24)} ${String(Math.round(sat.rps)).padStart(6)}/s  ${sat.cpuUsPerCheck.toFixed(0).padStart(5)} µs CPU/check  p99 ${sat.p99.toFixed(1)} ms${f}`);
+    }
+  }
+
+  const rss = {};
+  for (const [name, server] of Object.entries(servers)) rss[name] = { name: server.name, mib: peakRssMiB(server.pids()), processes: server.pids().length };
+  rss.idp = { name: 'idp', mib: peakRssMiB([idp.pid]), processes: 1 };
+
+  const machine = { cpus: cpus().length, model: cpus()[0]?.model, loadavg: readFileSync('/proc/loadavg', 'utf8').trim(), kernel: execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim() };
+  const memory = existsSync(join(root, 'bench/results/memory.json')) ? JSON.parse(readFileSync(join(root, 'bench/results/memory.json'), 'utf8')) : undefined;
+  const md = writeReport(outDir, { date: new Date().toISOString(), quick, options: { ...o, workDir: undefined, fixedRate }, machine, versions, scenarios, runs, rss, memory, seconds: (performance.now() - t0) / 1000 });
+  process.stdout.write(`${md}\n`);
+  log(`wrote ${join(outDir, 'latest.md')}, latest.json, latest.svg in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+
+  closeProbes();
+  for (const s of [...Object.values(servers), idp]) await stopProcess(s);
+  if (o.profile) {
+    for (const f of readdirSync(join(outDir, 'profiles')).filter((f) => f.endsWith('.cpuprofile'))) {
+      log(execFileSync(process.execPath, [join(root, 'bench/profile-summary.mjs'), join(outDir, 'profiles', f), '--top', '20'], { encoding: 'utf8' }));
+    }
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    killAll();
+    log(err instanceof WrongDecisionError ? `WRONG DECISION: ${err.message}` : `benchmark failed: ${err.stack ?? err}`);
+    log(`server logs are in ${o.workDir}`);
+    process.exit(1);
+  },
+);
