@@ -14,7 +14,61 @@ await new Promise((r) => server.listen(options.port ?? 0, '127.0.0.1', r));
 const issuer = `http://127.0.0.1:${server.address().port}`;
 const user = options.user;
 
+/**
+ * oidc-provider's development adapter keeps only the last 1,000 records (sessions, interactions, grants, codes...):
+ * a few hundred logins prepared ahead of a callback measurement would evict their own codes (invalid_grant). The
+ * benchmark's IdP lives minutes, so a plain Map that honours expiry is enough.
+ */
+const store = new Map();
+class MapAdapter {
+  constructor(model) {
+    this.model = model;
+  }
+
+  key(id) {
+    return `${this.model}:${id}`;
+  }
+
+  async upsert(id, payload, expiresIn) {
+    store.set(this.key(id), { payload, expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : Infinity });
+  }
+
+  async find(id) {
+    const entry = store.get(this.key(id));
+    if (!entry) return undefined;
+    if (entry.expiresAt <= Date.now()) {
+      store.delete(this.key(id));
+      return undefined;
+    }
+    return entry.payload;
+  }
+
+  async findByUid(uid) {
+    for (const [k, v] of store) if (k.startsWith(`${this.model}:`) && v.payload.uid === uid) return this.find(k.slice(this.model.length + 1));
+    return undefined;
+  }
+
+  async findByUserCode(userCode) {
+    for (const [k, v] of store) if (k.startsWith(`${this.model}:`) && v.payload.userCode === userCode) return this.find(k.slice(this.model.length + 1));
+    return undefined;
+  }
+
+  async consume(id) {
+    const entry = store.get(this.key(id));
+    if (entry) entry.payload.consumed = Math.floor(Date.now() / 1000);
+  }
+
+  async destroy(id) {
+    store.delete(this.key(id));
+  }
+
+  async revokeByGrantId(grantId) {
+    for (const [k, v] of store) if (v.payload.grantId === grantId) store.delete(k);
+  }
+}
+
 const provider = new Provider(issuer, {
+  adapter: MapAdapter,
   clients: options.clients.map((c) => ({
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],

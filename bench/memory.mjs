@@ -1,6 +1,7 @@
 // Memory under a flood of distinct valid tokens: pushes N (default 1,000,000) distinct EdDSA bearer tokens through
 // one server process and samples its RSS against the decision cache's byte bound (cache.maxBytes).
 //   npm run build && node bench/memory.mjs [--quick] [--tokens N] [--max-bytes MiB] [--max-entries N] [--concurrency C]
+//                                          [--node-options "--max-old-space-size=256"]   (flags for the server's node)
 // Every token is new and valid, so every check verifies a signature, allows, and inserts a cache entry; once the
 // cache is full each insert evicts one. EdDSA because signing a million RS256 tokens would take longer than the run
 // (Ed25519 signs in tens of µs; RSA-2048 in milliseconds). Tokens are signed while the load runs, never stored.
@@ -26,6 +27,7 @@ const MAX_BYTES = flag('--max-bytes', quick ? 4 : 64) * 1024 * 1024;
 // higher than needed: lru-cache allocates its index arrays for maxEntries up front (10,000,000 costs ~200 MiB idle).
 const MAX_ENTRIES = flag('--max-entries', Math.ceil(MAX_BYTES / 256));
 const CONCURRENCY = flag('--concurrency', 64);
+const NODE_OPTIONS = args.includes('--node-options') ? args[args.indexOf('--node-options') + 1].split(' ').filter(Boolean) : [];
 const SAMPLES = 40;
 const outDir = join(root, quick ? 'bench/results/quick' : 'bench/results');
 const workDir = mkdtempSync(join(tmpdir(), 'oidc-ext-authz-memory-'));
@@ -55,6 +57,7 @@ const server = await startAuthz({
   sessionKey: randomBytes(32).toString('base64'),
   cache: { maxEntries: MAX_ENTRIES, maxBytes: MAX_BYTES, negativeTtlSeconds: 10 },
   issuers: [{ name: 'bench', issuer, jwksUri: `${issuer}/jwks`, audiences: ['bench'], algorithms: ['EdDSA'] }],
+  nodeArgs: NODE_OPTIONS,
 });
 
 async function cacheGauges() {
@@ -136,17 +139,19 @@ const allowed = baseRss + 2 * boundMiB + 64;
 const half = curve.filter((p) => p.tokens >= done / 2);
 const growthSecondHalf = half.length > 1 ? half.at(-1).rssMiB - half[0].rssMiB : NaN;
 const summary =
-  `${done.toLocaleString('en-US')} distinct EdDSA tokens in ${last.seconds.toFixed(0)} s (${Math.round(done / last.seconds)}/s); cache.maxBytes ${boundMiB} MiB: ` +
+  `${NODE_OPTIONS.length ? `server node ${NODE_OPTIONS.join(' ')}: ` : ''}${done.toLocaleString('en-US')} distinct EdDSA tokens in ${last.seconds.toFixed(0)} s (${Math.round(done / last.seconds)}/s); cache.maxBytes ${boundMiB} MiB: ` +
   `${last.entries.toLocaleString('en-US')} entries held (${bytesPerEntry.toFixed(0)} B each as counted), ${last.evictions.toLocaleString('en-US')} evictions; ` +
   `RSS ${baseRss.toFixed(0)} MiB before, ${last.rssMiB.toFixed(0)} MiB after, peak ${peak.toFixed(0)} MiB` +
   (afterFull.length > 1 ? `; after the cache filled, RSS moved ${(Math.max(...afterFull.map((p) => p.rssMiB)) - afterFull[0].rssMiB).toFixed(0)} MiB over ${(last.tokens - afterFull[0].tokens).toLocaleString('en-US')} more tokens` : '') +
   `; second half of the run: RSS ${growthSecondHalf >= 0 ? '+' : ''}${growthSecondHalf.toFixed(0)} MiB` +
   `; verdict bound: peak <= base + 2 x maxBytes + 64 MiB = ${allowed.toFixed(0)} MiB and the second half within 16 MiB`;
-const result = { date: new Date().toISOString(), quick, tokens: done, maxBytes: MAX_BYTES, maxEntries: MAX_ENTRIES, concurrency: CONCURRENCY, baseRssMiB: baseRss, peakRssMiB: peak, allowedMiB: allowed, growthSecondHalfMiB: growthSecondHalf, met: peak <= allowed && growthSecondHalf <= 16, summary, curve };
+const result = { date: new Date().toISOString(), quick, nodeOptions: NODE_OPTIONS.join(' '), tokens: done, maxBytes: MAX_BYTES, maxEntries: MAX_ENTRIES, concurrency: CONCURRENCY, baseRssMiB: baseRss, peakRssMiB: peak, allowedMiB: allowed, growthSecondHalfMiB: growthSecondHalf, met: peak <= allowed && growthSecondHalf <= 16, summary, curve };
 
 mkdirSync(outDir, { recursive: true });
-writeFileSync(join(outDir, 'memory.json'), `${JSON.stringify(result, null, 2)}\n`);
-writeFileSync(join(outDir, 'memory.svg'), `${svg(result)}\n`);
+// --out-suffix keeps a variant (e.g. with --node-options) next to the default run instead of replacing it.
+const name = `memory${args.includes('--out-suffix') ? `-${args[args.indexOf('--out-suffix') + 1]}` : ''}`;
+writeFileSync(join(outDir, `${name}.json`), `${JSON.stringify(result, null, 2)}\n`);
+writeFileSync(join(outDir, `${name}.svg`), `${svg(result)}\n`);
 const md = [
   `${result.date}: ${summary}. Verdict: ${result.met ? 'within' : '**over**'} the bound.`,
   '',
@@ -154,7 +159,7 @@ const md = [
   '|---:|---:|---:|---:|---:|---:|',
   ...curve.filter((_, i) => i % 4 === 0 || i === curve.length - 1).map((p) => `| ${p.tokens.toLocaleString('en-US')} | ${p.seconds.toFixed(0)} | ${p.rssMiB.toFixed(1)} | ${p.entries.toLocaleString('en-US')} | ${(p.bytes / 1048576).toFixed(1)} | ${p.evictions.toLocaleString('en-US')} |`),
 ].join('\n');
-writeFileSync(join(outDir, 'memory.md'), `${md}\n`);
+writeFileSync(join(outDir, `${name}.md`), `${md}\n`);
 process.stdout.write(`${md}\n`);
 await stopProcess(server);
 jwksServer.close();

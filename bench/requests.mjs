@@ -60,10 +60,7 @@ export function writeBodies(dir, name, bodies) {
   // ghz --binary-file: several messages, each prefixed with its varint length ("count-delimited"), sent round robin.
   const ghz = join(dir, `${name}.ghz.bin`);
   writeFileSync(ghz, Buffer.concat(bodies.flatMap((b) => [varint(b.length), b])));
-  // loadgen.mjs: 4-byte big-endian length + message.
-  const loadgen = join(dir, `${name}.loadgen.bin`);
-  writeFileSync(loadgen, Buffer.concat(bodies.flatMap((b) => { const l = Buffer.alloc(4); l.writeUInt32BE(b.length); return [l, b]; })));
-  return { h2load, ghz, loadgen, count: bodies.length };
+  return { h2load, ghz, count: bodies.length };
 }
 
 const identity = (b) => b;
