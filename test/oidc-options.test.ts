@@ -130,3 +130,31 @@ describe('several providers', () => {
     expect(cross.setCookies.some((l) => l.startsWith(`${SESSION}=`) && isDeletion(l))).toBe(false);
   });
 });
+
+describe('route rules', () => {
+  it('a public rule over the callback and logout paths does not swallow them: login and logout still work', async () => {
+    const stack = await stackWith({
+      routes: [
+        { path: { prefix: '/oauth2' }, action: 'public' },
+        { path: { exact: '/logout' }, action: 'public' },
+        { path: { prefix: '/' }, action: 'protect' },
+      ],
+    });
+    const browser = new TestBrowser();
+    const { callback } = await loginAt(browser, stack.base, '/notebooks');
+    expect(callback.status).toBe(302);
+    expect(callback.location).toBe(`${stack.base}/notebooks`);
+    const seen = await browser.request(`${stack.base}/notebooks`, { headers: { accept: 'application/json' } });
+    expect(echoed(seen.body).headers['kubeflow-userid']).toBe('oidc:alice@example.com');
+    // Other paths under the public prefix stay public: allowed without identity, session cookie stripped.
+    const open = await browser.request(`${stack.base}/oauth2/static/logo.png`, { headers: { accept: 'application/json' } });
+    expect(open.status).toBe(200);
+    expect(echoed(open.body).headers['kubeflow-userid']).toBeUndefined();
+    expect(echoed(open.body).headers.cookie).toBeUndefined();
+
+    const out = await browser.request(`${stack.base}/logout`, { headers: { ...NAVIGATE } });
+    expect(out.status).toBe(302);
+    expect(new URL(out.location!).origin).toBe(stack.issuer);
+    expect(out.setCookies.some((l) => l.startsWith(`${SESSION}=`) && isDeletion(l))).toBe(true);
+  });
+});

@@ -31,7 +31,7 @@ const NO_HEADERS: readonly HeaderOption[] = [];
 
 /**
  * The decision ladder, top to bottom:
- * no HTTP attributes -> route -> deny / CORS preflight / public -> callback & logout -> bearer token ->
+ * no HTTP attributes -> route -> deny -> callback & logout -> public -> CORS preflight -> bearer token ->
  * browser session (login redirect or 401) -> 401.
  * Every branch returns a Decision value; only infrastructure faults throw, and the server turns them into a deny.
  */
@@ -58,19 +58,18 @@ export class Decider {
     if (req === undefined) return this.tcp;
     const route = this.d.routes.match(req.host, req.path);
 
-    switch (route.action) {
-      case 'deny':
-        return forbidden('route_denied');
-      case 'public':
-        return this.anonymous(req, 'public_route');
-    }
-    if (this.d.config.decision.allowCorsPreflight && isCorsPreflight(req)) return this.anonymous(req, 'cors_preflight');
+    if (route.action === 'deny') return forbidden('route_denied');
 
+    // Callback and logout come before `public`: a route rule that makes `/oauth2` (or `/`) public must not swallow
+    // the login callback or a logout (the upstream would answer them, the user would loop or stay signed in).
     const browser = this.d.browser;
     if (browser !== undefined) {
       const special = await browser.handleSpecial(req, route);
       if (special !== undefined) return special;
     }
+
+    if (route.action === 'public') return this.anonymous(req, 'public_route');
+    if (this.d.config.decision.allowCorsPreflight && isCorsPreflight(req)) return this.anonymous(req, 'cors_preflight');
 
     const bearer = bearerToken(req.headers.authorization);
     if (bearer !== undefined) return this.bearer(req, route, bearer);
