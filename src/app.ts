@@ -1,6 +1,5 @@
 import type { Config } from './config/schema.js';
 import { decodeKey, secretValue } from './config/load.js';
-import type { BrowserFlow } from './check/browser.js';
 import { DecisionCache } from './check/cache.js';
 import { Decider, type BearerEntry } from './check/decide.js';
 import { createCheckHandler } from './check/handle-check.js';
@@ -64,7 +63,7 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
   });
 
   let store: SessionStore | undefined;
-  let browser: BrowserFlow | undefined;
+  let browser: OidcBrowserFlow | undefined;
   if (config.session !== undefined && config.providers.length > 0) {
     const keyRing = new KeyRing(config.session.keys.map((k) => decodeKey(secretValue(k))!));
     store = createSessionStore(config.session, keyRing, { now });
@@ -73,9 +72,20 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
   }
 
   const decider = new Decider({ config, routes, headers: identityHeaders, verifier, tokenCache, browser, now });
+  // `started`: every issuer's and provider's first fetch has been tried (whatever its outcome), so a new replica is
+  // not sent traffic while its keys are still on the way. The others name what an outage has taken away.
+  let started = false;
+  const flow = browser;
+  const sessions = store;
   const readiness: ReadinessCheck[] = [
-    { name: 'issuers', ready: () => verifier.ready() },
-    ...(browser ? [{ name: 'providers', ready: () => browser.ready() }] : []),
+    { name: 'started', ready: () => started },
+    { name: 'issuers', ready: () => verifier.ready(), detail: () => verifier.status() },
+    ...(flow && sessions
+      ? [
+          { name: 'providers', ready: () => flow.status().every((p) => p.ready), detail: () => flow.status() },
+          { name: 'sessions', ready: () => sessions.ready(), detail: () => ({ store: config.session?.store }) },
+        ]
+      : []),
   ];
   const allReady = () => readiness.every((r) => r.ready());
   const health = new HealthService(allReady);
@@ -87,7 +97,13 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
     health,
     logger,
   });
-  const admin = new AdminServer(config.server.admin.host, config.server.admin.port, readiness, metrics);
+  const admin = new AdminServer(
+    config.server.admin.host,
+    config.server.admin.port,
+    readiness,
+    metrics,
+    flow ? (provider, body) => flow.backchannelLogout(provider, body) : undefined,
+  );
 
   const app: App = {
     config,
@@ -98,8 +114,9 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
     ready: allReady,
     async start() {
       // Key sets and discovery are fetched in the background: an IdP that is down must not stop the server.
-      void verifier.start();
-      void browser?.start();
+      void Promise.allSettled([verifier.start(), browser?.start()]).then(() => {
+        started = true;
+      });
       app.adminPort = await admin.start();
       app.grpcPort = await grpcServer.start();
       logger.info({ grpcPort: app.grpcPort, adminPort: app.adminPort, issuers: config.issuers.length, providers: config.providers.length }, 'listening');

@@ -271,7 +271,7 @@ function checkInstall(install: Install): void {
   const containerPort = (name: string) => (container.ports as Obj[]).find((p) => p.name === name)?.containerPort as number | undefined;
   expect(containerPort('grpc'), `${source}: container port grpc = server.grpc.port`).toBe(config.server.grpc.port);
   expect(containerPort('http-admin'), `${source}: container port http-admin = server.admin.port`).toBe(config.server.admin.port);
-  expect(container.readinessProbe?.httpGet, `${source}: readiness`).toMatchObject({ path: '/readyz', port: 'http-admin' });
+  expect(container.readinessProbe?.httpGet, `${source}: readiness`).toMatchObject({ path: '/readyz?exclude=issuers&exclude=providers&exclude=sessions', port: 'http-admin' });
   expect(container.livenessProbe?.httpGet, `${source}: liveness`).toMatchObject({ path: '/healthz', port: 'http-admin' });
 
   const service = kindOf(objects, 'Service').find((s) => (s.spec.ports as Obj[]).some((p) => p.targetPort === 'grpc'));

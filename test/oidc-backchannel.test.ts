@@ -131,6 +131,20 @@ describe.skipIf(!redis)('back-channel logout', () => {
     expect((await replica.backchannelLogout('corp', form(good))).status).toBe(400);
   });
 
+  it("is served on the admin port: POST /backchannel-logout/<provider> with the IdP's form body", async () => {
+    const admin = `http://127.0.0.1:${stack.apps[0]!.adminPort}/backchannel-logout`;
+    const post = (path: string, body: string, type = 'application/x-www-form-urlencoded') =>
+      fetch(`${admin}/${path}`, { method: 'POST', headers: { 'content-type': type }, body });
+    const ok = await post('corp', form(await logoutToken({ sub: 'nobody-logged-in' })));
+    expect(ok.status).toBe(200);
+    expect((await post('corp', form(await logoutToken({ sid: 's3', aud: 'other' })))).status).toBe(400);
+    expect((await post('nobody', form(await logoutToken({ sid: 's3' })))).status).toBe(404);
+    expect((await post('corp', JSON.stringify({ logout_token: 'x' }), 'application/json')).status).toBe(415);
+    expect((await post('corp', `logout_token=${'a'.repeat(70 * 1024)}`)).status).toBe(413);
+    expect((await fetch(`${admin}/corp`)).status).toBe(405);
+    expect((await post('%E0%A4%A', form('x'))).status).toBe(404); // a malformed escape is just an unknown provider
+  });
+
   it('answers 400 unsupported with the cookie store (no server side to end)', async () => {
     const config = stack.config;
     const keyRing = new KeyRing(config.session!.keys.map((k) => decodeKey(secretValue(k))!));

@@ -29,8 +29,18 @@ describe('provider availability', () => {
       expect(r.setCookies).toEqual([]);
     }
     expect((await get(browser, '/api/x')).status).toBe(401);
-    const admin = await fetch(`http://127.0.0.1:${stack.apps[0]!.adminPort}/readyz`);
+    const readyz = `http://127.0.0.1:${stack.apps[0]!.adminPort}/readyz`;
+    const admin = await fetch(readyz);
     expect(admin.status).toBe(503);
+    const body = (await admin.json()) as { notReady: string[]; checks: Record<string, { ready: boolean; detail?: unknown }> };
+    expect(body.notReady).toEqual(['providers']);
+    expect(body.checks.providers!.detail).toEqual([expect.objectContaining({ name: 'corp', ready: false })]);
+    // The Deployment's probe leaves dependency outages out: this replica stays in the Service and keeps answering.
+    const probe = await fetch(`${readyz}?exclude=issuers&exclude=providers&exclude=sessions`);
+    expect(probe.status).toBe(200);
+    expect(await probe.json()).toMatchObject({ ready: true, notReady: [], checks: { providers: { ready: false, excluded: true } } });
+    // An unknown name is reported, never a reason to turn everything off or on.
+    expect(await (await fetch(`${readyz}?exclude=provider`)).json()).toMatchObject({ ready: false, unknownExcluded: ['provider'] });
   });
 
   it('recovers by itself once the IdP is reachable', async () => {

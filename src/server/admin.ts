@@ -1,17 +1,32 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Metrics } from '../telemetry/metrics.js';
 
-/** One readiness input: a name for /readyz and whether it is ready. */
+/** One readiness input: a name for /readyz and whether it is ready, with an optional secret-free detail. */
 export interface ReadinessCheck {
   name: string;
   ready: () => boolean;
+  detail?: () => unknown;
 }
 
+/** OIDC back-channel logout receiver: the IdP POSTs `logout_token=<JWT>` for a provider. */
+export type BackchannelHandler = (
+  provider: string,
+  formBody: string,
+) => Promise<{ status: number; headers: Record<string, string>; body: string; detail: string }>;
+
+const MAX_BACKCHANNEL_BODY = 64 * 1024; // a logout token is a few KB; refuse anything that could tie up memory
+const BACKCHANNEL_PREFIX = '/backchannel-logout/';
+
 /**
- * Admin HTTP: /healthz (the process is alive), /readyz (every readiness check passes and the server is not
- * draining; the body names what is not ready), /metrics (Prometheus). Kept off the gRPC port so probes and
- * scrapes never compete with Check traffic.
+ * Admin HTTP, kept off the gRPC port so probes and scrapes never compete with Check traffic:
+ * - `/healthz`: the process is alive.
+ * - `/readyz`: every readiness check passes and the server is not draining; 503 otherwise. The JSON body names what
+ *   is not ready and carries each check's detail. `?exclude=<name>` (repeatable, as on the Kubernetes API server)
+ *   leaves a check out: the shipped Deployment probes `/readyz?exclude=issuers&exclude=providers&exclude=sessions`,
+ *   so an IdP or Redis outage, which every replica sees at once, does not take every replica out of the Service.
+ * - `/metrics`: Prometheus text.
+ * - `POST /backchannel-logout/<provider>`: OIDC Back-Channel Logout 1.0 (only with a browser flow configured).
  */
 export class AdminServer {
   private readonly server: Server;
@@ -22,9 +37,16 @@ export class AdminServer {
     private readonly port: number,
     private readonly checks: readonly ReadinessCheck[],
     metrics: Metrics,
+    private readonly backchannel?: BackchannelHandler,
   ) {
     this.server = createServer((req, res) => {
-      const path = (req.url ?? '/').split('?')[0];
+      const url = new URL(req.url ?? '/', 'http://admin');
+      const path = url.pathname;
+      if (path.startsWith(BACKCHANNEL_PREFIX) && this.backchannel !== undefined) {
+        if (req.method === 'POST') this.receiveBackchannel(req, res, safeDecode(path.slice(BACKCHANNEL_PREFIX.length)));
+        else res.writeHead(405, { allow: 'POST' }).end();
+        return;
+      }
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.writeHead(405, { allow: 'GET, HEAD' }).end();
         return;
@@ -32,9 +54,16 @@ export class AdminServer {
       if (path === '/healthz') {
         res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       } else if (path === '/readyz') {
-        const failing = this.failing();
+        const exclude = new Set(url.searchParams.getAll('exclude'));
+        // Unknown names are reported, not refused (as the API server does): one probe fits configs with and without
+        // a browser flow, and a typo shows in the body.
+        const unknown = [...exclude].filter((name) => !this.checks.some((c) => c.name === name));
+        const failing = this.failing(exclude);
+        const checks = Object.fromEntries(
+          this.checks.map((c) => [c.name, { ready: c.ready(), ...(exclude.has(c.name) ? { excluded: true } : {}), ...(c.detail ? { detail: c.detail() } : {}) }]),
+        );
         res.writeHead(failing.length === 0 ? 200 : 503, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ ready: failing.length === 0, notReady: failing }) + '\n');
+        res.end(`${JSON.stringify({ ready: failing.length === 0, notReady: failing, checks, ...(unknown.length > 0 ? { unknownExcluded: unknown } : {}) })}\n`);
       } else if (path === '/metrics') {
         res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(metrics.render());
       } else {
@@ -43,15 +72,42 @@ export class AdminServer {
     });
   }
 
-  /** Names of the checks that are not ready ("draining" during shutdown). */
-  failing(): string[] {
-    const out = this.checks.filter((c) => !c.ready()).map((c) => c.name);
+  /** Names of the checks that are not ready ("draining" during shutdown), leaving out `exclude`. */
+  failing(exclude: ReadonlySet<string> = new Set()): string[] {
+    const out = this.checks.filter((c) => !exclude.has(c.name) && !c.ready()).map((c) => c.name);
     if (this.draining) out.unshift('draining');
     return out;
   }
 
   setDraining(): void {
     this.draining = true;
+  }
+
+  private receiveBackchannel(req: IncomingMessage, res: ServerResponse, provider: string): void {
+    const type = req.headers['content-type'] ?? '';
+    if (!/^application\/x-www-form-urlencoded\b/i.test(type)) {
+      res.writeHead(415, { 'content-type': 'text/plain' }).end('expected application/x-www-form-urlencoded\n');
+      req.resume();
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BACKCHANNEL_BODY) {
+        res.writeHead(413, { 'content-type': 'text/plain', connection: 'close' }).end('too large\n');
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (res.headersSent) return;
+      this.backchannel!(provider, Buffer.concat(chunks).toString('utf8')).then(
+        (r) => res.writeHead(r.status, r.headers).end(r.body),
+        () => res.writeHead(500, { 'content-type': 'text/plain' }).end('internal error\n'),
+      );
+    });
   }
 
   async start(): Promise<number> {
@@ -65,5 +121,14 @@ export class AdminServer {
   async close(): Promise<void> {
     this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+/** decodeURIComponent that never throws (a malformed escape in a request path must not crash the process). */
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
   }
 }
