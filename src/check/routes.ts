@@ -139,7 +139,13 @@ export function canonicalPath(rawPath: string): { path: string; ambiguous: boole
     ambiguous = true;
     path = '/' + path;
   }
-  if (path.includes('//') || path.includes('/.')) path = resolveDotSegments(path.replace(/\/{2,}/g, '/'));
+  // Tomcat and Spring drop `;params` per segment, so `/public/..;/admin` is `/admin` to them (the "..;" bypass).
+  if (path.includes(';') || path.includes('%3')) ambiguous ||= /\/\.\.?(?:;|%3b)/i.test(path);
+  if (path.includes('//') || path.includes('/.')) {
+    // `/a//../b` is `/a/b` to RFC 3986 (and Envoy's normalizer) but `/b` to servers that merge slashes first.
+    if (path.includes('//') && /\/\.\.(?:\/|$)/.test(path)) ambiguous = true;
+    path = resolveDotSegments(path.replace(/\/{2,}/g, '/'));
+  }
   return { path, ambiguous };
 }
 
