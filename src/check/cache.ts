@@ -10,6 +10,21 @@ export interface Cacheable {
   readonly size: number;
 }
 
+/**
+ * Heap and off-heap bytes an entry costs beyond its encoded response and identity strings: the entry and identity
+ * objects, the Buffer and its backing store, the key string and lru-cache's slots. Measured with 100,000 bearer
+ * entries (`node --expose-gc bench/entry-size.mjs`: about 1,100 B real each): counting only the encoded bytes
+ * undercounted by half, so `cache.maxBytes` did not bound memory; with this constant the count is a few % above real.
+ */
+export const ENTRY_OVERHEAD_BYTES = 500;
+
+/** UTF-16 worst case of the identity's strings (V8 stores one-byte strings in half that). */
+export function identityBytes(identity: { user: string; email?: string | undefined; groups: readonly string[]; preferredUsername?: string | undefined; subject: string }): number {
+  let n = identity.user.length + (identity.email?.length ?? 0) + (identity.preferredUsername?.length ?? 0) + identity.subject.length;
+  for (const g of identity.groups) n += g.length + 16;
+  return 2 * n;
+}
+
 /** Options checked once at construction (undici habit: say what was expected and what came). */
 export interface DecisionCacheOptions {
   maxEntries: number;

@@ -3,7 +3,7 @@ import type { IdentityHeaders } from '../identity/headers.js';
 import type { Identity } from '../identity/types.js';
 import type { BearerVerifier } from '../token/verify.js';
 import type { BrowserFlow, Decision } from './browser.js';
-import { DecisionCache, type Cacheable } from './cache.js';
+import { DecisionCache, ENTRY_OVERHEAD_BYTES, identityBytes, type Cacheable } from './cache.js';
 import type { Reason } from './reasons.js';
 import { forbidden, unauthorized, unavailable } from './response.js';
 import { isAuthorized, type CompiledRoute, type RouteTable } from './routes.js';
@@ -140,7 +140,7 @@ export class Decider {
     if (!outcome.ok) {
       // Key-set outages must not be remembered: the next request should try again.
       const ttl = outcome.reason === 'jwks_unavailable' ? 0 : this.negativeTtlMs;
-      return { ok: false, reason: outcome.reason, detail: outcome.detail, expiresAt: now + ttl, size: 64 };
+      return { ok: false, reason: outcome.reason, detail: outcome.detail, expiresAt: now + ttl, size: 64 + outcome.detail.length * 2 };
     }
     // With forwardAuthorization the client's header passes untouched, so the token never enters the cached bytes.
     const allow = this.d.headers.allow(outcome.identity, { removeAuthorization: this.removeAuthorization });
@@ -152,7 +152,7 @@ export class Decider {
       parts,
       setNames: this.d.headers.setNames(allow),
       expiresAt: outcome.expiresAt * 1000,
-      size: parts.size + 256,
+      size: parts.size + identityBytes(outcome.identity) + ENTRY_OVERHEAD_BYTES,
     };
   }
 }

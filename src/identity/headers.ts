@@ -28,6 +28,7 @@ export class IdentityHeaders {
   /** Canonical (lower-case, "-") names of every identity header. */
   private readonly strip: ReadonlySet<string>;
   private readonly config: Config['identity'];
+  private readonly nameSets = new Map<string, ReadonlySet<string>>();
 
   constructor(config: Config['identity']) {
     this.config = config;
@@ -78,10 +79,21 @@ export class IdentityHeaders {
     };
   }
 
-  /** Names this identity response sets, so `spoofed` does not remove what we just set. */
+  /**
+   * Names this identity response sets, so `spoofed` does not remove what we just set. Interned: nearly every cached
+   * identity sets the same few names, and a Set per cache entry would be most of its memory after the bytes.
+   */
   setNames(response: AllowResponse): ReadonlySet<string> {
-    return new Set(response.headers.map((h) => h.key));
+    let id = '';
+    for (const h of response.headers) id += `${h.key}\n`;
+    const known = this.nameSets.get(id);
+    if (known !== undefined) return known;
+    const set: ReadonlySet<string> = new Set(response.headers.map((h) => h.key));
+    if (this.nameSets.size < MAX_NAME_SETS) this.nameSets.set(id, set);
+    return set;
   }
 }
 
 const EMPTY: string[] = [];
+/** Distinct header-name sets kept for sharing; there are a handful in practice (which optional claims are present). */
+const MAX_NAME_SETS = 64;

@@ -1,5 +1,5 @@
 import type { Decision } from '../check/browser.js';
-import type { Cacheable } from '../check/cache.js';
+import { ENTRY_OVERHEAD_BYTES, identityBytes, type Cacheable } from '../check/cache.js';
 import type { HeaderOption } from '../check/types.js';
 import type { Identity } from '../identity/types.js';
 import type { SessionData, SessionHandle } from '../session/types.js';
@@ -127,7 +127,7 @@ export class SessionResolver {
       idToken: session.idToken,
       responseHeaders: allowedSetCookies(setCookies),
       expiresAt,
-      size: 512 + (session.idToken?.length ?? 0) + identity.user.length + identity.groups.reduce((n, g) => n + g.length + 8, 0),
+      size: ENTRY_OVERHEAD_BYTES + identityBytes(identity) + 2 * (session.idToken?.length ?? 0) + setCookies.reduce((n, c) => n + 2 * c.length, 0),
     };
   }
 }
