@@ -185,6 +185,25 @@ describe('BearerVerifier: valid tokens', () => {
     expect(v.status()).toEqual([{ name: 'idp0', ready: true, keys: 3, lastError: undefined }]);
   });
 
+  it('verifies every allowed algorithm, and refuses each one signed by a key the issuer does not publish', async () => {
+    const algs = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
+    const idp = await idpWith(...algs);
+    const v = verifier(issuers({ issuer: idp.url, algorithms: [...algs] }));
+    await v.start();
+    for (const key of idp.published) {
+      expectOk(await v.verify(await sign(idp, key)));
+      const stranger = await makeKey(key.alg, key.kid);
+      expectFail(await v.verify(await sign(idp, stranger)), 'bearer_signature');
+      // The right key, one flipped signature bit.
+      const [h, p, sig] = (await sign(idp, key)).split('.') as [string, string, string];
+      const bytes = Buffer.from(sig, 'base64url');
+      bytes[bytes.length >> 1]! ^= 1;
+      expectFail(await v.verify(`${h}.${p}.${bytes.toString('base64url')}`), 'bearer_signature');
+      // A signature of the wrong length (an ES256 signature for an ES512 key, for instance) is refused, not thrown.
+      expectFail(await v.verify(`${h}.${p}.${bytes.subarray(1).toString('base64url')}`), 'bearer_signature');
+    }
+  });
+
   it('accepts an aud array that contains one configured audience', async () => {
     const idp = await idpWith('RS256');
     const v = verifier(issuers({ issuer: idp.url, audiences: ['kubeflow', 'api'] }));

@@ -1,4 +1,5 @@
-import { errors, jwtVerify, type CryptoKey, type JWTPayload, type JWTVerifyOptions } from 'jose';
+import { constants, KeyObject, verify as verifySignature } from 'node:crypto';
+import type { CryptoKey } from 'jose';
 import type { Reason } from '../check/reasons.js';
 import type { BearerIssuerConfig } from '../config/schema.js';
 import { identityFromClaims } from '../identity/claims.js';
@@ -40,7 +41,6 @@ const B64URL = /^[A-Za-z0-9_-]+$/;
  * baseline), and `sub` is the subject every access-token profile carries (RFC 9068 section 2.2, Kubernetes
  * ServiceAccount tokens included) and what `Identity.subject` holds.
  */
-const REQUIRED_CLAIMS = ['exp', 'sub'];
 
 interface Issuer {
   readonly config: BearerIssuerConfig;
@@ -48,7 +48,7 @@ interface Issuer {
   readonly algorithms: ReadonlySet<string>;
   /** Normalised `typ` values (RFC 7515 section 4.1.9), or undefined when any type is accepted. */
   readonly types: ReadonlySet<string> | undefined;
-  readonly options: JWTVerifyOptions;
+  readonly audiences: ReadonlySet<string>;
 }
 
 type Failure = Extract<VerifyOutcome, { ok: false }>;
@@ -60,8 +60,8 @@ const fail = (reason: Reason, detail: string): Failure => ({ ok: false, reason, 
  * Order of work, cheapest first, so garbage never costs a key fetch or a signature check: size and shape ->
  * header (`alg` not none/HMAC) -> unverified `iss` picks exactly one configured issuer -> `alg` in that issuer's
  * allow-list -> `typ` -> token-type confusion (logout tokens) -> unverified `exp` -> key by kid from that issuer's
- * own JWKS (jku, x5u, jwk and x5c headers are never looked at) -> jose `jwtVerify` (signature, crit, iss, aud, exp,
- * nbf with tolerance) -> claims to identity.
+ * own JWKS (jku, x5u, jwk and x5c headers are never looked at) -> `crit` refused -> signature (node:crypto, see
+ * signatureValid) -> iss, aud, sub, exp, nbf, iat (claimsFailure) -> claims to identity.
  *
  * `azp` is deliberately not checked against the audiences: that is an ID-token rule for the client that asked for the
  * token (OIDC Core 3.1.3.7). In access tokens `azp` names the requesting client while `aud` names resource servers
@@ -102,13 +102,7 @@ export class BearerVerifier {
         jwks,
         algorithms: new Set(config.algorithms),
         types: config.allowedTypes ? new Set(config.allowedTypes.map(normalizeTyp)) : undefined,
-        options: {
-          issuer: config.issuer,
-          audience: [...config.audiences],
-          algorithms: [...config.algorithms],
-          clockTolerance: config.clockToleranceSeconds,
-          requiredClaims: REQUIRED_CLAIMS,
-        },
+        audiences: new Set(config.audiences),
       });
     }
   }
@@ -177,39 +171,83 @@ export class BearerVerifier {
     if (lookup.kind === 'unavailable') return fail('jwks_unavailable', lookup.detail);
     if (lookup.kind === 'unknown') return fail('bearer_unknown_key', lookup.detail);
 
-    const verified = await this.check(token, lookup.keys, issuer.options);
-    if (verified.ok === false) return verified;
-    const { payload } = verified;
-    const mapped = identityFromClaims(payload, issuer.config.claims, name);
+    // RFC 7515 section 4.1.11: no extension is understood here, so any `crit` makes the token unusable.
+    if (header.crit !== undefined) return fail('bearer_invalid', 'crit header parameters are not supported');
+    if (!signatureValid(token, parts[2]!, alg, lookup.keys)) return fail('bearer_signature', `signature does not verify with any ${alg} key of issuer ${name}`);
+    const bad = claimsFailure(claims, issuer, Math.floor(this.now()));
+    if (bad !== undefined) return bad;
+    const mapped = identityFromClaims(claims, issuer.config.claims, name);
     if (!mapped.ok) return fail('bearer_claims', mapped.detail);
-    return { ok: true, identity: mapped.identity, expiresAt: payload.exp as number, issuer: name };
-  }
-
-  /** jose does the signature and claim checks; each candidate key is tried only while the signature is the problem. */
-  private async check(token: string, keys: readonly CryptoKey[], options: JWTVerifyOptions): Promise<{ ok: true; payload: JWTPayload } | Failure> {
-    const currentDate = new Date(this.now() * 1000);
-    let last: unknown;
-    for (const key of keys) {
-      try {
-        return { ok: true, payload: (await jwtVerify(token, key, { ...options, currentDate })).payload };
-      } catch (e) {
-        last = e;
-        if (!(e instanceof errors.JWSSignatureVerificationFailed)) break;
-      }
-    }
-    return joseFailure(last);
+    return { ok: true, identity: mapped.identity, expiresAt: claims.exp as number, issuer: name };
   }
 }
 
-/** Maps jose's error classes onto reason codes; anything that is not a JOSE error is a bug and is rethrown. */
-function joseFailure(e: unknown): Failure {
-  if (e instanceof errors.JWTExpired) return fail('bearer_expired', e.message);
-  if (e instanceof errors.JWTClaimValidationFailed) return fail(e.claim === 'aud' ? 'bearer_audience' : 'bearer_claims', e.message);
-  if (e instanceof errors.JOSEAlgNotAllowed) return fail('bearer_algorithm', e.message);
-  if (e instanceof errors.JWSSignatureVerificationFailed) return fail('bearer_signature', e.message);
-  if (e instanceof errors.JWSInvalid || e instanceof errors.JWTInvalid) return fail('bearer_malformed', e.message);
-  if (e instanceof errors.JOSEError) return fail('bearer_invalid', e.message);
-  throw e;
+/**
+ * The signature, checked synchronously with node:crypto on a KeyObject. WebCrypto (what jose uses) sends every
+ * verification through the libuv thread pool: 2-3x the CPU per token for an RSA-2048 check (bench/verify.mjs), and a
+ * queue behind four threads under load. The key's type and curve were matched to `alg` when the key set was parsed.
+ */
+function signatureValid(token: string, signature: string, alg: string, keys: readonly CryptoKey[]): boolean {
+  const data = Buffer.from(token.slice(0, token.length - signature.length - 1), 'latin1');
+  const sig = Buffer.from(signature, 'base64url');
+  const params = SIGNATURE_PARAMS[alg]!;
+  for (const key of keys) {
+    try {
+      if (verifySignature(params.hash, data, { key: keyObject(key), ...params.options }, sig)) return true;
+    } catch {
+      // A signature of the wrong length for the key, for instance: not valid, try the next key.
+    }
+  }
+  return false;
+}
+
+const PSS = { padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST } as const;
+const P1363 = { dsaEncoding: 'ieee-p1363' } as const; // JWS (RFC 7518 section 3.4): r || s, not DER
+const SIGNATURE_PARAMS: Record<string, { hash: string | null; options: object }> = {
+  RS256: { hash: 'sha256', options: {} },
+  RS384: { hash: 'sha384', options: {} },
+  RS512: { hash: 'sha512', options: {} },
+  PS256: { hash: 'sha256', options: PSS },
+  PS384: { hash: 'sha384', options: PSS },
+  PS512: { hash: 'sha512', options: PSS },
+  ES256: { hash: 'sha256', options: P1363 },
+  ES384: { hash: 'sha384', options: P1363 },
+  ES512: { hash: 'sha512', options: P1363 },
+  EdDSA: { hash: null, options: {} },
+};
+
+/** One KeyObject per imported key, made on first use and dropped with the key when a key set is replaced. */
+const keyObjects = new WeakMap<CryptoKey, KeyObject>();
+function keyObject(key: CryptoKey): KeyObject {
+  let k = keyObjects.get(key);
+  if (k === undefined) {
+    k = KeyObject.from(key as Parameters<typeof KeyObject.from>[0]);
+    keyObjects.set(key, k);
+  }
+  return k;
+}
+
+/**
+ * The registered claims, after the signature (RFC 7519 section 4.1, RFC 8725 section 3.8/3.9): `iss` exactly this
+ * issuer, `aud` one of the configured audiences, `sub` present, `exp` in the future and `nbf` in the past (both
+ * within the clock tolerance), `iat` numeric when present.
+ */
+function claimsFailure(claims: Record<string, unknown>, issuer: Issuer, now: number): Failure | undefined {
+  const { config } = issuer;
+  const tolerance = config.clockToleranceSeconds;
+  if (claims.iss !== config.issuer) return fail('bearer_claims', 'unexpected "iss" claim value');
+  const aud = claims.aud;
+  const audiences = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : [];
+  if (!audiences.some((a) => typeof a === 'string' && issuer.audiences.has(a))) return fail('bearer_audience', 'unexpected "aud" claim value');
+  if (typeof claims.sub !== 'string' || claims.sub.length === 0) return fail('bearer_claims', 'missing required "sub" claim');
+  if (typeof claims.exp !== 'number' || !Number.isFinite(claims.exp)) return fail('bearer_claims', '"exp" claim must be a number');
+  if (claims.exp <= now - tolerance) return fail('bearer_expired', '"exp" claim timestamp check failed');
+  if (claims.nbf !== undefined) {
+    if (typeof claims.nbf !== 'number' || !Number.isFinite(claims.nbf)) return fail('bearer_claims', '"nbf" claim must be a number');
+    if (claims.nbf > now + tolerance) return fail('bearer_claims', '"nbf" claim timestamp check failed');
+  }
+  if (claims.iat !== undefined && (typeof claims.iat !== 'number' || !Number.isFinite(claims.iat))) return fail('bearer_claims', '"iat" claim must be a number');
+  return undefined;
 }
 
 function decodeSegment(segment: string): Record<string, unknown> | undefined {
