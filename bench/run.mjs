@@ -1,6 +1,6 @@
 // Benchmark harness: this server against the no-op ceiling and against oauth2-proxy and OPA-Envoy, in one run, on
 // the same cores, with the same concurrency and the same credentials. See bench/README.md.
-//   node bench/run.mjs [--quick] [--rounds N] [--seconds S] [--only id,id] [--no-peers] [--profile]
+//   node bench/run.mjs [--quick] [--rounds N] [--seconds S] [--only id,id] [--no-peers] [--profile] [--soak MINUTES]
 // Writes <out>/latest.json, latest.md and latest.svg (out: bench/results, or bench/results/quick with --quick).
 // Exits 1 only on a broken harness or a wrong decision, never on a slow number.
 import { execFileSync } from 'node:child_process';
@@ -16,6 +16,7 @@ import { findTool, oauth2ProxyPort, startOauth2Proxy, startOpa, toolVersion } fr
 import { freePort, jsonListening, killAll, peakRssMiB, startProcess, stopProcess } from './processes.mjs';
 import { writeReport } from './report.mjs';
 import { closeProbes } from './requests.mjs';
+import { runSoak } from './soak.mjs';
 import { buildScenarios } from './scenarios.mjs';
 import { signingKeys, signToken, signTokens, USER } from './tokens.mjs';
 
@@ -35,6 +36,7 @@ const o = {
   callbackLogins: Number(flag('--callback-logins', quick ? 24 : 200)),
   only: flag('--only', '') ? flag('--only', '').split(',') : undefined,
   profile: has('--profile'),
+  soak: Number(flag('--soak', 0)),
   workDir: mkdtempSync(join(tmpdir(), 'oidc-ext-authz-bench-')),
 };
 const outDir = join(root, flag('--out', quick ? 'bench/results/quick' : 'bench/results'));
@@ -47,7 +49,9 @@ for (const tool of ['h2load', 'ghz']) {
   if (!findTool(tool)) throw new Error(`${tool} not found: run bash scripts/install-tools.sh (and source scripts/tools-env.sh)`);
 }
 const peerBinaries = { oauth2Proxy: findTool('oauth2-proxy'), opa: findTool('opa-envoy-plugin') };
-const withPeers = !has('--no-peers');
+// A soak loads only the mix (and the ceiling that sets its rate): no peers, no worker servers.
+if (o.soak > 0) o.only = ['mix'];
+const withPeers = !has('--no-peers') && !(o.soak > 0);
 for (const [name, path] of Object.entries(peerBinaries)) {
   if (withPeers && !path) {
     if (!quick) throw new Error(`peer ${name} not installed (bash scripts/install-tools.sh); use --no-peers to run without peers`);
@@ -85,7 +89,7 @@ async function main() {
   servers.authz = await startAuthz({ name: 'authz', workDir: o.workDir, issuer, sessionKey, nodeArgs: profileArgs('authz') });
   servers.cold = await startAuthz({ name: 'authz-cold', workDir: o.workDir, issuer, sessionKey, cache: oneEntry, nodeArgs: profileArgs('authz-cold') });
   // Cluster workers: also one-entry caches (one repeated token hits, distinct tokens miss), so two servers cover both.
-  if (!has('--no-workers') && (want('bearer-cached-w') || want('bearer-cold-rs256-w'))) {
+  if (!has('--no-workers') && !(o.soak > 0) && (want('bearer-cached-w') || want('bearer-cold-rs256-w'))) {
     servers.w1 = await startAuthz({ name: 'authz-workers-1', workDir: o.workDir, issuer, sessionKey, cache: oneEntry, workers: 1 });
     servers.w2 = await startAuthz({ name: 'authz-workers-2', workDir: o.workDir, issuer, sessionKey, cache: oneEntry, workers: 2 });
   }
@@ -107,6 +111,14 @@ async function main() {
   if (oauth2ProxyCookie) log(`oauth2-proxy session: logged in through /oauth2/start + IdP + /oauth2/callback (${oauth2ProxyCookie.length} bytes)`);
 
   let scenarios = buildScenarios({ workDir: o.workDir, servers, idp, bearer, coldRs256, coldEs256, sessionCookie, oauth2ProxyCookie, callbackLogins: o.callbackLogins });
+  if (o.soak > 0) {
+    const md = await runSoak({ scenarios, o, outDir, minutes: o.soak, sliceSeconds: quick ? 10 : 30, log });
+    process.stdout.write(`${md}\n`);
+    log(`wrote ${join(outDir, 'soak.md')}, soak.json, soak.svg in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+    closeProbes();
+    for (const s of [...Object.values(servers), idp]) await stopProcess(s);
+    return;
+  }
   if (o.only) scenarios = scenarios.filter((s) => s.group === 'ceiling' || want(s.id));
   // The fixed rate comes from the ceiling measured by the tool that generates it: ghz goes first.
   const order = [...scenarios].sort((a, b) => (a.id === 'ceiling-ghz' ? -1 : b.id === 'ceiling-ghz' ? 1 : 0));
