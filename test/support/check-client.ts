@@ -38,11 +38,11 @@ type Authorization = grpc.Client & {
 /** A gRPC client that calls Check like Envoy does, with proto-loader's standard encoding. */
 export class CheckClient {
   private readonly client: Authorization;
-  constructor(address: string) {
+  constructor(address: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(), options: grpc.ChannelOptions = {}) {
     const pkg = loadProtos() as {
-      envoy: { service: { auth: { v3: { Authorization: new (a: string, c: grpc.ChannelCredentials) => Authorization } } } };
+      envoy: { service: { auth: { v3: { Authorization: new (a: string, c: grpc.ChannelCredentials, o: grpc.ChannelOptions) => Authorization } } } };
     };
-    this.client = new pkg.envoy.service.auth.v3.Authorization(address, grpc.credentials.createInsecure());
+    this.client = new pkg.envoy.service.auth.v3.Authorization(address, credentials, options);
   }
 
   /** The raw CheckRequest object for a test request (all headers lower-case, pseudo-headers as keys). */
