@@ -3,6 +3,7 @@ import type { CompiledRoute } from '../src/check/routes.js';
 import type { HttpRequestView } from '../src/check/types.js';
 import { IdpUnreachableError } from '../src/oidc/http-fetch.js';
 import { classifyIdpError } from '../src/oidc/provider.js';
+import { REFRESH_TOKEN_REFUSED } from '../src/oidc/refresh.js';
 import { RedirectGuard, isSafePath } from '../src/oidc/redirect-target.js';
 import { acceptsHtml, isApiRequest, wantsJson } from '../src/oidc/request-kind.js';
 import { ClientError, ResponseBodyError } from 'openid-client';
@@ -155,5 +156,20 @@ describe('IdP failure classification', () => {
     expect(classifyIdpError(body(503, 'temporarily_unavailable')).kind).toBe('unavailable');
     const claim = Object.assign(new ClientError('unexpected JWT claim value encountered'), { code: 'OAUTH_JWT_CLAIM_COMPARISON_FAILED' });
     expect(classifyIdpError(claim)).toMatchObject({ kind: 'rejected', source: 'validation' });
+  });
+
+  it('treats Dex\'s answer to a dead refresh token (400 invalid_request) as the end of the session, its 500s as an outage', () => {
+    // The two shapes of Dex's refresh errors; test/dex-interop.test.ts shows the first against a real Dex.
+    const body = (status: number, error: string) =>
+      new ResponseBodyError('x', { cause: { error }, response: new Response('{}', { status }) } as never);
+    const dead = classifyIdpError(body(400, 'invalid_request'));
+    expect(dead).toMatchObject({ kind: 'rejected', source: 'oauth', error: 'invalid_request' });
+    expect(REFRESH_TOKEN_REFUSED.has((dead as { error: string }).error)).toBe(true);
+    expect(REFRESH_TOKEN_REFUSED.has('invalid_grant')).toBe(true);
+    // Dex's "failed to refresh identity" at the upstream connector is a 500 invalid_request: indistinguishable from
+    // an outage, so the session is served while its tokens are valid.
+    expect(classifyIdpError(body(500, 'invalid_request')).kind).toBe('unavailable');
+    // Configuration faults do not end every user's session.
+    for (const code of ['invalid_client', 'unauthorized_client', 'unsupported_grant_type']) expect(REFRESH_TOKEN_REFUSED.has(code)).toBe(false);
   });
 });

@@ -10,10 +10,21 @@ export type RefreshOutcome =
   | { kind: 'refreshed'; session: SessionData; setCookies: string[] }
   /** Someone else refreshed first (another request, another replica): use this session as it is. */
   | { kind: 'current'; session: SessionData; handle: SessionHandle }
-  /** The IdP refused (invalid_grant) or the new tokens failed validation: the session is over, `clear` ends it. */
+  /** The IdP refused the refresh token or the new tokens failed validation: the session is over, `clear` ends it. */
   | { kind: 'ended'; clear: string[]; detail: string }
   /** The IdP could not be asked (down, timeout, 5xx, lock held elsewhere): serve while the tokens are valid. */
   | { kind: 'unavailable'; detail: string };
+
+/**
+ * OAuth errors at refresh that mean "this refresh token is dead": the session is over and the user logs in again.
+ * `invalid_grant` is RFC 6749's code for a revoked, expired or replayed refresh token. Dex (v2.x) answers every dead
+ * refresh token with 400 `invalid_request` instead (server/refreshhandlers.go: not found, claimed twice, expired),
+ * and Dex keeps one refresh token per user and client, so the same user logging in on a second browser kills the
+ * first browser's token. Our refresh request itself is well-formed, so that code can only be about the token.
+ * Other codes (invalid_client, unauthorized_client ...) are configuration faults that ending every user's session
+ * would not fix; 5xx answers (Dex's included) are `unavailable` already (classifyIdpError).
+ */
+export const REFRESH_TOKEN_REFUSED: ReadonlySet<string> = new Set(['invalid_grant', 'invalid_request']);
 
 /**
  * Refreshes a session's tokens once per session, however many requests and replicas notice it is due.
@@ -24,8 +35,8 @@ export type RefreshOutcome =
  * session again and uses what the lock holder stored.
  *
  * The refreshed ID token is validated by openid-client (signature, iss, aud, exp, iat) and must keep the session's
- * `iss` and `sub` (OIDC Core 12.2); anything else ends the session. Only `invalid_grant` and validation failures
- * end it: an unreachable IdP keeps the session as it is.
+ * `iss` and `sub` (OIDC Core 12.2); anything else ends the session. Only a refused refresh token (see
+ * REFRESH_TOKEN_REFUSED) and validation failures end it: an unreachable IdP keeps the session as it is.
  */
 export async function refreshSession(
   ctx: FlowContext,
@@ -66,9 +77,9 @@ async function grant(ctx: FlowContext, provider: OidcProvider, session: SessionD
     tokens = await client.refreshTokenGrant(configuration, session.refreshToken!);
   } catch (err) {
     const failure = classifyIdpError(err);
-    // invalid_grant: revoked, expired or replayed refresh token. Other OAuth errors (invalid_client ...) are
-    // configuration faults that ending every user's session would not fix.
-    if (failure.kind === 'rejected' && (failure.source === 'validation' || failure.error === 'invalid_grant')) {
+    // A dead refresh token ends the session so the user logs in again; kept, the session would be served until its
+    // tokens expire and then answer 503 until the idle timeout.
+    if (failure.kind === 'rejected' && (failure.source === 'validation' || REFRESH_TOKEN_REFUSED.has(failure.error))) {
       return end(failure.detail);
     }
     provider.count('refresh_error');

@@ -260,6 +260,11 @@ export interface StackOptions {
   ttl?: DevTtl;
   /** Do not start the IdP: its port is reserved, `stack.startIdp()` starts it later (provider down at start). */
   idpDown?: boolean;
+  /**
+   * An IdP the caller runs (a real Dex): no dev IdP is started and the provider points at this issuer. Give the
+   * provider its client with `provider` (clientId, clientSecret); `stack.idp` stays undefined.
+   */
+  externalIssuer?: string;
   /** Registered as the client's `backchannel_logout_uri` at the IdP. */
   backchannelLogoutUri?: string;
   /** Merged into the IdP's client registration (auth method, extra redirect URIs ...). */
@@ -295,23 +300,26 @@ export interface Stack {
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const [gwPort, idpPort] = [options.gatewayPort ?? (await freePort()), await freePort()];
   const base = `http://app.example.test:${gwPort}`;
-  const issuer = `http://127.0.0.1:${idpPort}`;
+  const issuer = options.externalIssuer ?? `http://127.0.0.1:${idpPort}`;
+  const external = options.externalIssuer !== undefined;
   const startIdp = () =>
-    startTestIdp({
-      port: idpPort,
-      clients: [
-        {
-          clientId: 'kubeflow',
-          clientSecret: 'kubeflow-secret',
-          redirectUris: [`${base}/oauth2/callback`],
-          postLogoutRedirectUris: [`${base}/signed-out`],
-          ...(options.backchannelLogoutUri !== undefined ? { backchannelLogoutUri: options.backchannelLogoutUri } : {}),
-          ...options.client,
-        },
-      ],
-      users: USERS,
-      ttl: { AccessToken: 600, IdToken: 600, ...options.ttl },
-    });
+    external
+      ? Promise.reject(new Error(`startStack: the IdP at ${issuer} is the caller's (externalIssuer)`))
+      : startTestIdp({
+          port: idpPort,
+          clients: [
+            {
+              clientId: 'kubeflow',
+              clientSecret: 'kubeflow-secret',
+              redirectUris: [`${base}/oauth2/callback`],
+              postLogoutRedirectUris: [`${base}/signed-out`],
+              ...(options.backchannelLogoutUri !== undefined ? { backchannelLogoutUri: options.backchannelLogoutUri } : {}),
+              ...options.client,
+            },
+          ],
+          users: USERS,
+          ttl: { AccessToken: 600, IdToken: 600, ...options.ttl },
+        });
   const config = parseConfig({
     server: { grpc: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } },
     log: { level: 'silent' },
@@ -344,7 +352,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   });
 
   const stack: Stack = {
-    idp: options.idpDown ? undefined : await startIdp(),
+    idp: options.idpDown || external ? undefined : await startIdp(),
     config,
     issuer,
     apps: [],
@@ -360,7 +368,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       await stack.idp?.close();
       stack.idp = undefined;
     },
-    events: (event, replica = 0) => stack.apps[replica]!.metrics.providerEvents.value({ provider: 'corp', event }),
+    events: (event, replica = 0) => stack.apps[replica]!.metrics.providerEvents.value({ provider: config.providers[0]!.name, event }),
     async close() {
       for (const g of stack.gateways) await g.close();
       for (const a of stack.apps) await a.stop();
