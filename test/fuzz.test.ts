@@ -451,12 +451,12 @@ function readings(rawPath: string): Array<string | undefined> {
   for (const decode of [false, true]) {
     let d = raw;
     if (decode) {
-      try {
-        d = decodeURIComponent(raw);
-      } catch {
+      // Byte-wise, as servers decode paths (%cf alone is a byte, not an error); a bad escape has no reading.
+      if (/%(?![0-9a-f]{2})/i.test(raw)) {
         out.push(undefined);
         continue;
       }
+      d = raw.replace(/%([0-9a-f]{2})/gi, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
     }
     for (const backslash of [false, true]) {
       for (const params of [false, true]) {
@@ -519,10 +519,34 @@ describe('path tricks', () => {
     '/dex/../dexadmin',
     '/healthz/../admin',
     '/static/a.css/../../admin',
+    '/dex/;/../dexadmin',
+    '/static/a.css/%2e%2e/../public',
+    '/.%2e/public/x',
   ])('%s is not a public path', async (path) => {
     expect(clearlyPublic(HOST, path)).toBe(false);
     const res = await check({ path, headers: { 'kubeflow-userid': 'admin' } });
     expect(res.allowed).toBe(false);
+  });
+
+  it('decides on the CheckRequest path and authority only: X-Forwarded-*, X-Original-* and probe user agents change nothing', async () => {
+    const forwarded = {
+      'x-forwarded-uri': '/public/x',
+      'x-original-uri': '/public/x',
+      'x-original-url': '/public/x',
+      'x-rewrite-url': '/public/x',
+      'x-forwarded-prefix': '/public',
+      'x-forwarded-host': HOST,
+      'x-forwarded-proto': 'http',
+      'x-envoy-original-path': '/public/x',
+    };
+    expect((await check({ path: '/admin/x', headers: forwarded })).denied!.status).toBe(401);
+    expect((await check({ host: 'other.example', path: '/public/x', headers: forwarded })).denied!.status).toBe(401);
+    for (const ua of ['kube-probe/1.29', 'Envoy/HC', 'GoogleHC/1.0', 'ELB-HealthChecker/2.0', 'Prometheus/2.53.0']) {
+      expect((await check({ path: '/ready', headers: { 'user-agent': ua } })).allowed, ua).toBe(false);
+    }
+    // The login's redirect_uri comes from :scheme and :authority, never from X-Forwarded-Host/Proto.
+    const nav = await check({ path: '/notebooks/', headers: { ...NAVIGATE, 'x-forwarded-host': 'evil.com', 'x-forwarded-proto': 'http' } });
+    expect(new URL(header(nav, 'location')!).searchParams.get('redirect_uri')).toBe(`${ORIGIN}/oauth2/callback`);
   });
 
   it('never allows a request that is not clearly on a public route without identity, and strips spoofed headers on every allow', async () => {

@@ -131,6 +131,8 @@ export function canonicalPath(rawPath: string): { path: string; ambiguous: boole
   let ambiguous = false;
   if (path.includes('%')) {
     if (/%(?![0-9a-fA-F]{2})|%2f|%5c|%00/i.test(path)) ambiguous = true;
+    // A dot segment spelled with %2e is `..` to servers that decode first and a name to those that resolve first.
+    if (/\/(?:%2e\.?|\.%2e|%2e%2e)(?=\/|$)/i.test(path)) ambiguous = true;
     // Decode only the dot so "%2e%2e" resolves like "..": other escapes stay as they are.
     path = path.replace(/%2e/gi, '.');
   }
@@ -139,8 +141,9 @@ export function canonicalPath(rawPath: string): { path: string; ambiguous: boole
     ambiguous = true;
     path = '/' + path;
   }
-  // Tomcat and Spring drop `;params` per segment, so `/public/..;/admin` is `/admin` to them (the "..;" bypass).
-  if (path.includes(';') || path.includes('%3')) ambiguous ||= /\/\.\.?(?:;|%3b)/i.test(path);
+  // Tomcat and Spring drop `;params` per segment, so `/public/..;/admin` is `/admin` to them (the "..;" bypass) and
+  // `/dex/;/../x` is `/x`: a segment that is empty, `.` or `..` once its params are gone is ambiguous.
+  if (path.includes(';') || path.includes('%3')) ambiguous ||= /\/\.{0,2}(?:;|%3b)/i.test(path);
   if (path.includes('//') || path.includes('/.')) {
     // `/a//../b` is `/a/b` to RFC 3986 (and Envoy's normalizer) but `/b` to servers that merge slashes first.
     if (path.includes('//') && /\/\.\.(?:\/|$)/.test(path)) ambiguous = true;
