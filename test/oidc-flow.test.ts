@@ -375,6 +375,24 @@ describe('logout', () => {
   });
 });
 
+describe('cookies on public routes', () => {
+  it("strips only our cookies, and one request's cookie removal never leaks into the next response", async () => {
+    const browser = await loggedIn('/');
+    // Only our session cookie: the upstream gets no Cookie header at all.
+    const ours = await get(browser, '/public/a');
+    expect(ours.status).toBe(200);
+    expect(echoed(ours).headers.cookie).toBeUndefined();
+    // Next, another client with only its own app cookie (nothing of ours, nothing spoofed): it must reach the app.
+    // (A shared empty list once collected the first request's "remove cookie" and applied it to every later one.)
+    for (const path of ['/public/b', '/public/c']) {
+      const theirs = await new TestBrowser().request(`${base}${path}`, { headers: { accept: 'application/json', cookie: 'theme=dark' } });
+      expect(echoed(theirs).headers.cookie).toBe('theme=dark');
+    }
+    const signedIn = await browser.request(`${base}/x`, { headers: { accept: 'application/json', cookie: `${browser.cookieHeader('app.example.test')}; theme=dark` } });
+    expect(echoed(signedIn).headers.cookie).toBe('theme=dark');
+  });
+});
+
 describe('large sessions and logs', () => {
   it('splits a large cookie session into chunks, reads it back, and strips every chunk before the upstream', async () => {
     const browser = new TestBrowser();

@@ -450,12 +450,14 @@ describe('hand codec: CheckResponse', () => {
 
   it('property: any response round-trips through decodeCheckResponse, upstream agrees, joinAllow equals a fresh encode', () => {
     fc.assert(
-      fc.property(arbResponse, fc.array(arbText, { maxLength: 3 }), fc.array(arbHeader, { maxLength: 3 }), (value, remove, add) => {
+      fc.property(arbResponse, fc.array(arbText, { maxLength: 3 }), fc.array(arbHeader, { maxLength: 3 }), fc.array(arbHeader, { maxLength: 2 }), (value, remove, add, upstream) => {
         const bytes = encodeCheckResponse(value);
         expect(decodeCheckResponse(bytes)).toEqual(expectedDecoded(value));
         expect(decodeUpstreamToDecoded(bytes)).toEqual(expectedDecoded(value));
         if (value.kind === 'allow') {
           expect(joinAllow(encodeAllowParts(value), remove, add).equals(encodeCheckResponse(withExtras(value, remove, add)))).toBe(true);
+          const joined = joinAllow(encodeAllowParts(value), remove, add, upstream);
+          expect(joined.equals(encodeCheckResponse(withExtras(value, remove, add, upstream)))).toBe(true);
         }
       }),
       { numRuns: 500 },
@@ -587,8 +589,13 @@ function decodeUpstreamToDecoded(bytes: Buffer): DecodedCheckResponse {
   return out;
 }
 
-function withExtras(value: AllowResponse, remove: readonly string[], add: readonly HeaderOption[]): AllowResponse {
-  return { ...value, headersToRemove: [...value.headersToRemove, ...remove], responseHeaders: [...value.responseHeaders, ...add] };
+function withExtras(value: AllowResponse, remove: readonly string[], add: readonly HeaderOption[], upstream: readonly HeaderOption[] = []): AllowResponse {
+  return {
+    ...value,
+    headers: [...value.headers, ...upstream],
+    headersToRemove: [...value.headersToRemove, ...remove],
+    responseHeaders: [...value.responseHeaders, ...add],
+  };
 }
 
 /** A length-delimited field: tag byte, varint length, body. */

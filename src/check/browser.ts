@@ -2,6 +2,15 @@ import type { Identity } from '../identity/types.js';
 import type { Reason } from './reasons.js';
 import type { CompiledRoute } from './routes.js';
 import type { CheckResponseValue, HeaderOption, HttpRequestView } from './types.js';
+import type { AllowParts } from './wire.js';
+
+/**
+ * Per-session scratch owned by the session cache entry: the Decider keeps the session's encoded allow here, so a
+ * cached session costs what a cached bearer token costs (no header building or encoding per request).
+ */
+export interface AllowMemo {
+  allow?: { parts: AllowParts; setNames: ReadonlySet<string> };
+}
 
 /** A finished decision: the response (or its pre-encoded bytes) and why. */
 export interface Decision {
@@ -23,6 +32,8 @@ export type BrowserOutcome =
       upstreamCookie: string | undefined;
       /** ID token to forward as Authorization when configured. */
       idToken: string | undefined;
+      /** Lives as long as the cached session entry (identity and ID token fixed for its life). */
+      memo: AllowMemo;
     }
   | { kind: 'decision'; decision: Decision };
 

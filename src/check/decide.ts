@@ -41,12 +41,14 @@ export class Decider {
   private readonly removeAuthorization: boolean;
   private readonly negativeTtlMs: number;
   private readonly tcp: Decision;
+  private readonly forwardIdToken: boolean;
 
   constructor(deps: DeciderDeps) {
     this.d = deps;
     this.errorStatus = deps.config.decision.errorStatus;
     this.removeAuthorization = !deps.config.identity.forwardAuthorization;
     this.negativeTtlMs = deps.config.cache.negativeTtlSeconds * 1000;
+    this.forwardIdToken = deps.config.session?.forwardIdToken === true;
     this.tcp =
       deps.config.decision.tcp === 'allow'
         ? { reason: 'tcp_allowed', response: { kind: 'allow', headers: [], headersToRemove: [], responseHeaders: [] } }
@@ -79,19 +81,21 @@ export class Decider {
       if (outcome.kind === 'decision') return outcome.decision;
       const { identity } = outcome;
       if (!isAuthorized(route, identity.email, identity.groups)) return forbidden('forbidden_user');
-      const extra: HeaderOption[] = [];
-      if (outcome.upstreamCookie !== undefined) extra.push({ key: 'cookie', value: outcome.upstreamCookie, append: false });
-      const allow = this.d.headers.allow(identity, {
-        ...(this.d.config.session?.forwardIdToken && outcome.idToken ? { bearer: outcome.idToken } : {}),
-        removeAuthorization: this.removeAuthorization,
-        extraHeaders: extra,
-      });
-      const toRemove = [...allow.headersToRemove, ...this.d.headers.spoofed(req.headers, this.d.headers.setNames(allow))];
-      if (outcome.upstreamCookie === undefined && req.headers.cookie !== undefined) toRemove.push('cookie');
-      return {
-        reason: outcome.reason,
-        response: { ...allow, headersToRemove: toRemove, responseHeaders: outcome.responseHeaders },
-      };
+      // Built and encoded once per cached session entry; per request only the cookie rewrite and spoofed names.
+      let cached = outcome.memo.allow;
+      if (cached === undefined) {
+        const allow = this.d.headers.allow(identity, {
+          ...(this.forwardIdToken && outcome.idToken ? { bearer: outcome.idToken } : {}),
+          removeAuthorization: this.removeAuthorization,
+        });
+        cached = { parts: encodeAllowParts(allow), setNames: this.d.headers.setNames(allow) };
+        outcome.memo.allow = cached;
+      }
+      let toRemove = this.d.headers.spoofed(req.headers, cached.setNames);
+      let upstream: readonly HeaderOption[] = NO_HEADERS;
+      if (outcome.upstreamCookie !== undefined) upstream = [{ key: 'cookie', value: outcome.upstreamCookie, append: false }];
+      else if (req.headers.cookie !== undefined) toRemove = [...toRemove, 'cookie'];
+      return { reason: outcome.reason, response: joinAllow(cached.parts, toRemove, outcome.responseHeaders, upstream) };
     }
     return unauthorized('no_credentials');
   }
@@ -99,10 +103,10 @@ export class Decider {
   /** Allow without identity: still strip spoofed identity headers and our own cookies. */
   private anonymous(req: HttpRequestView, reason: Reason): Decision {
     const headers: HeaderOption[] = [];
-    const headersToRemove = this.d.headers.spoofed(req.headers, undefined);
+    let headersToRemove = this.d.headers.spoofed(req.headers, undefined);
     const stripped = this.d.browser?.stripCookies(req.headers.cookie);
     if (stripped?.changed) {
-      if (stripped.value === undefined) headersToRemove.push('cookie');
+      if (stripped.value === undefined) headersToRemove = [...headersToRemove, 'cookie'];
       else headers.push({ key: 'cookie', value: stripped.value, append: false });
     }
     const response: AllowResponse = { kind: 'allow', headers, headersToRemove, responseHeaders: NO_HEADERS };

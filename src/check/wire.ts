@@ -321,12 +321,14 @@ function checkInt(n: number, what: string, min: number, max: number): number {
 
 /**
  * An allow response encoded once, for a cache: `full` is the complete CheckResponse, `status{}` then ok_response, whose
- * body holds [headers (2), headers_to_remove (5)] from `bodyStart` to `responseStart` and [response_headers_to_add (6)]
- * from there to the end. `joinAllow` splices request-specific extras in at those offsets. Never mutate `full`.
+ * body holds [headers (2)] from `bodyStart` to `headersEnd`, [headers_to_remove (5)] from there to `responseStart`
+ * and [response_headers_to_add (6)] from there to the end. `joinAllow` splices request-specific extras in at those
+ * offsets. Never mutate `full`.
  */
 export interface AllowParts {
   readonly full: Buffer;
   readonly bodyStart: number;
+  readonly headersEnd: number;
   readonly responseStart: number;
   /** Bytes held, for cache accounting. */
   readonly size: number;
@@ -345,10 +347,11 @@ function encodeAllow(value: AllowResponse, slow: boolean): AllowParts {
   putAllowHead(body);
   const bodyStart = pos;
   putHvos(0x12, value.headers, false);
+  const headersEnd = pos;
   putStrings(0x2a, value.headersToRemove);
   const responseStart = pos;
   putHvos(0x32, value.responseHeaders, false);
-  return { full: done(out), bodyStart, responseStart, size: out.length };
+  return { full: done(out), bodyStart, headersEnd, responseStart, size: out.length };
 }
 
 /** status (1) as an empty message (code 0 is proto3's default) so an allow is never byte-empty; ok_response (3) head. */
@@ -357,18 +360,27 @@ function putAllowHead(body: number): void {
   putHead(0x1a, body);
 }
 
+const EMPTY_HEADERS: readonly HeaderOption[] = [];
+
 /**
  * The cached allow plus this request's extras, byte-identical to a fresh `encodeCheckResponse` of the merged value
  * (extras follow the cached entries of the same field). With no extras it returns `parts.full` itself: no work at all.
  */
-export function joinAllow(parts: AllowParts, extraRemove: readonly string[], extraResponse: readonly HeaderOption[]): Buffer {
-  if (extraRemove.length === 0 && extraResponse.length === 0) return parts.full;
+export function joinAllow(
+  parts: AllowParts,
+  extraRemove: readonly string[],
+  extraResponse: readonly HeaderOption[],
+  extraHeaders: readonly HeaderOption[] = EMPTY_HEADERS,
+): Buffer {
+  if (extraRemove.length === 0 && extraResponse.length === 0 && extraHeaders.length === 0) return parts.full;
   const full = parts.full;
   li = 0;
-  const body = full.length - parts.bodyStart + stringsSize(extraRemove) + hvosSize(extraResponse, false);
+  const body = full.length - parts.bodyStart + hvosSize(extraHeaders, false) + stringsSize(extraRemove) + hvosSize(extraResponse, false);
   const out = begin(3 + vsize(body) + body, false);
   putAllowHead(body);
-  pos += full.copy(out, pos, parts.bodyStart, parts.responseStart);
+  pos += full.copy(out, pos, parts.bodyStart, parts.headersEnd);
+  putHvos(0x12, extraHeaders, false);
+  pos += full.copy(out, pos, parts.headersEnd, parts.responseStart);
   putStrings(0x2a, extraRemove);
   pos += full.copy(out, pos, parts.responseStart);
   putHvos(0x32, extraResponse, false);

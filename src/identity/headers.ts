@@ -39,7 +39,7 @@ export class IdentityHeaders {
    * Client-sent identity headers that our own `set` mutations will not overwrite: every case and "_" variant
    * (Envoy lower-cases names, but `kubeflow_userid` is a different header that some apps read as the same one).
    */
-  spoofed(headers: Record<string, string>, set: ReadonlySet<string> | undefined): string[] {
+  spoofed(headers: Record<string, string>, set: ReadonlySet<string> | undefined): readonly string[] {
     let found: string[] | undefined;
     for (const name in headers) {
       const canonical = name.includes('_') ? name.replace(/_/g, '-') : name;
@@ -94,6 +94,7 @@ export class IdentityHeaders {
   }
 }
 
-const EMPTY: string[] = [];
+/** Shared and frozen: `spoofed` returns it for the common case, so a caller must never append to what it gets. */
+const EMPTY: readonly string[] = Object.freeze([]);
 /** Distinct header-name sets kept for sharing; there are a handful in practice (which optional claims are present). */
 const MAX_NAME_SETS = 64;

@@ -155,6 +155,7 @@ export class OidcBrowserFlow implements BrowserFlow {
           responseHeaders: entry.responseHeaders,
           upstreamCookie: this.stripCookies(req.headers.cookie).value,
           idToken: entry.idToken,
+          memo: entry.memo,
         };
     }
   }

@@ -1,4 +1,4 @@
-import type { Decision } from '../check/browser.js';
+import type { AllowMemo, Decision } from '../check/browser.js';
 import { ENTRY_OVERHEAD_BYTES, identityBytes, type Cacheable } from '../check/cache.js';
 import type { HeaderOption } from '../check/types.js';
 import type { Identity } from '../identity/types.js';
@@ -33,6 +33,7 @@ export type SessionEntry = Cacheable &
         idToken: string | undefined;
         /** Set-Cookie lines (append=true) for the allowed response: the slid or refreshed session. */
         responseHeaders: readonly HeaderOption[];
+        memo: AllowMemo;
       }
     | { kind: 'login'; reason: LoginReason; clear: readonly string[] }
     | { kind: 'decision'; decision: Decision }
@@ -126,8 +127,10 @@ export class SessionResolver {
       identity,
       idToken: session.idToken,
       responseHeaders: allowedSetCookies(setCookies),
+      memo: {},
       expiresAt,
-      size: ENTRY_OVERHEAD_BYTES + identityBytes(identity) + 2 * (session.idToken?.length ?? 0) + setCookies.reduce((n, c) => n + 2 * c.length, 0),
+      // + 512: the encoded allow the Decider keeps in `memo` (identity headers; a forwarded ID token is within the 2x).
+      size: ENTRY_OVERHEAD_BYTES + 512 + identityBytes(identity) + 2 * (session.idToken?.length ?? 0) + setCookies.reduce((n, c) => n + 2 * c.length, 0),
     };
   }
 }
