@@ -37,11 +37,13 @@ export async function serve(config: Config): Promise<App | undefined> {
     if (stopping) return;
     stopping = true;
     app.logger.info({ signal }, 'shutting down');
+    // Logs are written asynchronously: flush them before exiting, or the last lines (the drain) would be lost.
+    const exit = (code: number) => app.logger.flush(() => process.exit(code));
     app.stop().then(
-      () => process.exit(0),
+      () => exit(0),
       (err: unknown) => {
         app.logger.error({ err: String(err) }, 'shutdown failed');
-        process.exit(1);
+        exit(1);
       },
     );
   };
