@@ -30,6 +30,9 @@ import { parseConfigText, type ConfigEnvironment } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
 import { hostsFromRoutes, policyHosts, renderIstio } from '../src/render-istio.js';
 
+/** Container env vars that may carry a literal value: runtime settings, never secrets. */
+const LITERAL_ENV: ReadonlySet<string> = new Set(['NODE_OPTIONS']);
+
 const root = join(import.meta.dirname, '..');
 const toolsBin = join(root, '.cache/tools/bin');
 const FAKE_KEY = Buffer.alloc(32, 7).toString('base64');
@@ -258,7 +261,12 @@ function checkInstall(install: Install): void {
   for (const name of refs.env) {
     expect(env.get(name)?.valueFrom?.secretKeyRef, `${source}: config needs env ${name} from a Secret`).toBeDefined();
   }
-  for (const name of env.keys()) expect(env.get(name)!.value, `${source}: env ${name} has a literal value`).toBeUndefined();
+  // Literal values only for known runtime settings (never a secret): everything else must come from a Secret.
+  for (const name of env.keys()) {
+    if (LITERAL_ENV.has(name)) continue;
+    expect(env.get(name)!.value, `${source}: env ${name} has a literal value`).toBeUndefined();
+  }
+  expect(env.get('NODE_OPTIONS')?.value, `${source}: the V8 heap is capped (bench/README.md, memory)`).toMatch(/^--max-old-space-size=\d+$/);
   expect(refs.file, `${source}: {file:} secrets need a mounted Secret`).toEqual([]);
 
   // ServiceAccount token files for the Kubernetes issuer need the token mounted.
