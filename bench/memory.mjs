@@ -23,7 +23,7 @@ const quick = args.includes('--quick');
 const flag = (name, dflt) => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) : dflt);
 const TOKENS = flag('--tokens', quick ? 20_000 : 1_000_000);
 const MAX_BYTES = flag('--max-bytes', quick ? 4 : 64) * 1024 * 1024;
-// The entry bound is set out of the way (entries are counted at ~600 B) so the byte bound is the one that holds. Not
+// The entry bound is set out of the way (entries are counted at ~1.1 KB) so the byte bound is the one that holds. Not
 // higher than needed: lru-cache allocates its index arrays for maxEntries up front (10,000,000 costs ~200 MiB idle).
 const MAX_ENTRIES = flag('--max-entries', Math.ceil(MAX_BYTES / 256));
 const CONCURRENCY = flag('--concurrency', 64);
