@@ -1,31 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CheckClient } from './support/check-client.js';
 import { TestIssuer } from './support/issuer.js';
-
-const CLI = join(import.meta.dirname, '..', 'dist', 'cli.js');
-
-/** Starts the built CLI as a real process and resolves once it logs its bound ports. */
-async function startServer(configFile: string): Promise<{ child: ChildProcess; grpcPort: number; adminPort: number; exit: Promise<number | null> }> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const lines = createInterface({ input: child.stdout! });
-  const ports = await new Promise<{ grpcPort: number; adminPort: number }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('server did not start')), 15_000);
-    lines.on('line', (line) => {
-      const entry = JSON.parse(line) as { msg?: string; grpcPort?: number; adminPort?: number };
-      if (entry.msg === 'listening') {
-        clearTimeout(timer);
-        resolve({ grpcPort: entry.grpcPort!, adminPort: entry.adminPort! });
-      }
-    });
-  });
-  return { child, exit, ...ports };
-}
+import { startServerProcess } from './support/server-process.js';
 
 describe('SIGTERM', () => {
   let idp: TestIssuer | undefined;
@@ -46,7 +25,7 @@ describe('SIGTERM', () => {
         `  - { name: corp, issuer: "${idp.issuer}", audiences: [kubeflow], jwks: { cooldownSeconds: 0 } }`,
       ].join('\n'),
     );
-    const server = await startServer(file);
+    const server = await startServerProcess(file);
     const client = new CheckClient(`127.0.0.1:${server.grpcPort}`);
     try {
       // Tokens signed by a key the server has not seen: each check waits on a JWKS refetch that we hold for 1.5 s.

@@ -1,46 +1,20 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CheckClient } from './support/check-client.js';
 import { TestIssuer } from './support/issuer.js';
 import { RawCheckClient, encodeRequest } from './support/raw-check.js';
+import { startServerProcess } from './support/server-process.js';
 
 /*
  * A rolling restart from the client's side: two real server processes (`node dist/cli.js serve`), one grpc-js channel
  * balancing round-robin over both, thousands of checks in flight, and SIGTERM to one of them half-way.
  */
-const CLI = join(import.meta.dirname, '..', 'dist', 'cli.js');
 const TOTAL = 3000;
 const CONCURRENCY = 32;
 
-interface Server {
-  child: ChildProcess;
-  grpcPort: number;
-  adminPort: number;
-  exit: Promise<number | null>;
-}
-
-/** Starts the built CLI; `children` gets the process at once, so it is killed even if it never starts listening. */
-async function startServer(configFile: string, children: ChildProcess[]): Promise<Server> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'inherit'] });
-  children.push(child);
-  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const lines = createInterface({ input: child.stdout! });
-  const ports = await new Promise<{ grpcPort: number; adminPort: number }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('server did not start')), 20_000);
-    lines.on('line', (line) => {
-      const entry = JSON.parse(line) as { msg?: string; grpcPort?: number; adminPort?: number };
-      if (entry.msg === 'listening') {
-        clearTimeout(timer);
-        resolve({ grpcPort: entry.grpcPort!, adminPort: entry.adminPort! });
-      }
-    });
-  });
-  return { child, exit, ...ports };
-}
 
 async function allowed(adminPort: number): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
@@ -69,7 +43,7 @@ describe('rolling restart', () => {
         `  - { name: corp, issuer: "${idp.issuer}", audiences: [kubeflow] }`,
       ].join('\n'),
     );
-    const [leaving, staying] = await Promise.all([startServer(file, children), startServer(file, children)]);
+    const [leaving, staying] = await Promise.all([startServerProcess(file, children), startServerProcess(file, children)]);
 
     const tokens = await Promise.all(Array.from({ length: 64 }, (_, i) => idp!.sign({ aud: 'kubeflow', email: `u${i}@corp.example` }, { expiresIn: 600 })));
     const requests = tokens.map((t) => encodeRequest(CheckClient.toCheckRequest({ path: '/notebooks/', headers: { authorization: `Bearer ${t}` } })));
