@@ -1,13 +1,18 @@
-import { importJWK, type CryptoKey, type JWK } from 'jose';
+import { KeyObject } from 'node:crypto';
+import { importJWK, type JWK } from 'jose';
 
 /** The asymmetric JWS algorithms a bearer issuer may allow (config `algorithms`). */
 export type AsymmetricAlg = 'RS256' | 'RS384' | 'RS512' | 'PS256' | 'PS384' | 'PS512' | 'ES256' | 'ES384' | 'ES512' | 'EdDSA';
 
-/** One usable public key: imported once per algorithm it may verify, so the hot path never imports. */
+/**
+ * One usable public key: imported once per algorithm it may verify, so the hot path never imports. jose's importJWK
+ * checks the key material against the algorithm; the result is kept as a node:crypto KeyObject because signatures
+ * are verified synchronously with node:crypto (see signatureValid in verify.ts).
+ */
 export interface VerificationKey {
   /** Opaque lookup key; compared as an exact string, never parsed. */
   readonly kid: string | undefined;
-  readonly byAlg: ReadonlyMap<string, CryptoKey>;
+  readonly byAlg: ReadonlyMap<string, KeyObject>;
 }
 
 /** A parsed JWKS: keys of this issuer that fit at least one of its algorithms. */
@@ -97,11 +102,11 @@ export async function parseKeySet(body: unknown, algorithms: readonly Asymmetric
 async function importKey(jwk: Record<string, unknown>, algorithms: readonly AsymmetricAlg[]): Promise<VerificationKey | undefined> {
   const members = publicMembers(jwk);
   if (members === undefined) return undefined;
-  const byAlg = new Map<string, CryptoKey>();
+  const byAlg = new Map<string, KeyObject>();
   for (const alg of algorithms) {
     if (!fits(jwk, alg)) continue;
     try {
-      byAlg.set(alg, (await importJWK(members, alg)) as CryptoKey);
+      byAlg.set(alg, KeyObject.from((await importJWK(members, alg)) as Parameters<typeof KeyObject.from>[0]));
     } catch {
       // Invalid key material (bad point, wrong curve for the alg ...): this key cannot verify anything.
     }
@@ -114,8 +119,8 @@ async function importKey(jwk: Record<string, unknown>, algorithms: readonly Asym
  * for alg (normally one; a set that repeats a kid gets each tried). Without a kid: the single key that fits alg, or
  * 'ambiguous' when several do, because picking one would be a guess.
  */
-export function findKeys(set: KeySet, alg: string, kid: string | undefined): CryptoKey[] | 'ambiguous' {
-  const out: CryptoKey[] = [];
+export function findKeys(set: KeySet, alg: string, kid: string | undefined): KeyObject[] | 'ambiguous' {
+  const out: KeyObject[] = [];
   for (const key of set.keys) {
     if (kid !== undefined && key.kid !== kid) continue;
     const crypto = key.byAlg.get(alg);

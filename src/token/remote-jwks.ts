@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import type { CryptoKey } from 'jose';
+import type { KeyObject } from 'node:crypto';
 import type { Logger } from '../telemetry/logger.js';
 import { fetchJson, MAX_JSON_BYTES } from './fetch-json.js';
 import { findKeys, parseKeySet, type AsymmetricAlg, type KeySet } from './key-set.js';
@@ -30,7 +30,7 @@ export interface RemoteJwksOptions {
 
 /** Result of a key lookup. `unavailable` only happens before any key set was loaded. */
 export type KeyLookup =
-  | { kind: 'found'; keys: readonly CryptoKey[] }
+  | { kind: 'found'; keys: readonly KeyObject[] }
   | { kind: 'unknown'; detail: string }
   | { kind: 'unavailable'; detail: string };
 

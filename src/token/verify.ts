@@ -1,5 +1,4 @@
-import { constants, KeyObject, verify as verifySignature } from 'node:crypto';
-import type { CryptoKey } from 'jose';
+import { constants, verify as verifySignature, type KeyObject } from 'node:crypto';
 import type { Reason } from '../check/reasons.js';
 import type { BearerIssuerConfig } from '../config/schema.js';
 import { identityFromClaims } from '../identity/claims.js';
@@ -187,13 +186,13 @@ export class BearerVerifier {
  * verification through the libuv thread pool: 2-3x the CPU per token for an RSA-2048 check (bench/verify.mjs), and a
  * queue behind four threads under load. The key's type and curve were matched to `alg` when the key set was parsed.
  */
-function signatureValid(token: string, signature: string, alg: string, keys: readonly CryptoKey[]): boolean {
+function signatureValid(token: string, signature: string, alg: string, keys: readonly KeyObject[]): boolean {
   const data = Buffer.from(token.slice(0, token.length - signature.length - 1), 'latin1');
   const sig = Buffer.from(signature, 'base64url');
   const params = SIGNATURE_PARAMS[alg]!;
   for (const key of keys) {
     try {
-      if (verifySignature(params.hash, data, { key: keyObject(key), ...params.options }, sig)) return true;
+      if (verifySignature(params.hash, data, { key, ...params.options }, sig)) return true;
     } catch {
       // A signature of the wrong length for the key, for instance: not valid, try the next key.
     }
@@ -215,17 +214,6 @@ const SIGNATURE_PARAMS: Record<string, { hash: string | null; options: object }>
   ES512: { hash: 'sha512', options: P1363 },
   EdDSA: { hash: null, options: {} },
 };
-
-/** One KeyObject per imported key, made on first use and dropped with the key when a key set is replaced. */
-const keyObjects = new WeakMap<CryptoKey, KeyObject>();
-function keyObject(key: CryptoKey): KeyObject {
-  let k = keyObjects.get(key);
-  if (k === undefined) {
-    k = KeyObject.from(key as Parameters<typeof KeyObject.from>[0]);
-    keyObjects.set(key, k);
-  }
-  return k;
-}
 
 /**
  * The registered claims, after the signature (RFC 7519 section 4.1, RFC 8725 section 3.8/3.9): `iss` exactly this
