@@ -7,7 +7,7 @@ import { DecisionCache, ENTRY_OVERHEAD_BYTES, identityBytes, type Cacheable } fr
 import type { Reason } from './reasons.js';
 import { forbidden, unauthorized, unavailable } from './response.js';
 import { isAuthorized, type CompiledRoute, type RouteTable } from './routes.js';
-import type { AllowResponse, CheckInput, HeaderOption, HttpRequestView } from './types.js';
+import type { CheckInput, HeaderOption, HttpRequestView } from './types.js';
 import { encodeAllowParts, joinAllow, type AllowParts } from './wire.js';
 
 /** A verified bearer token as the cache keeps it: identity plus the pre-encoded allow response. */
@@ -42,6 +42,8 @@ export class Decider {
   private readonly negativeTtlMs: number;
   private readonly tcp: Decision;
   private readonly forwardIdToken: boolean;
+  /** The allow of public routes and CORS preflights, encoded once: no identity headers. */
+  private readonly noIdentity = encodeAllowParts({ kind: 'allow', headers: [], headersToRemove: [], responseHeaders: [] });
 
   constructor(deps: DeciderDeps) {
     this.d = deps;
@@ -91,26 +93,36 @@ export class Decider {
         cached = { parts: encodeAllowParts(allow), setNames: this.d.headers.setNames(allow) };
         outcome.memo.allow = cached;
       }
-      let toRemove = this.d.headers.spoofed(req.headers, cached.setNames);
-      let upstream: readonly HeaderOption[] = NO_HEADERS;
-      if (outcome.upstreamCookie !== undefined) upstream = [{ key: 'cookie', value: outcome.upstreamCookie, append: false }];
-      else if (req.headers.cookie !== undefined) toRemove = [...toRemove, 'cookie'];
-      return { reason: outcome.reason, response: joinAllow(cached.parts, toRemove, outcome.responseHeaders, upstream) };
+      const cookie = { changed: req.headers.cookie !== undefined, value: outcome.upstreamCookie };
+      return { reason: outcome.reason, response: this.allowFor(cached.parts, cached.setNames, req, cookie, outcome.responseHeaders) };
     }
     return unauthorized('no_credentials');
   }
 
   /** Allow without identity: still strip spoofed identity headers and our own cookies. */
   private anonymous(req: HttpRequestView, reason: Reason): Decision {
-    const headers: HeaderOption[] = [];
-    let headersToRemove = this.d.headers.spoofed(req.headers, undefined);
-    const stripped = this.d.browser?.stripCookies(req.headers.cookie);
-    if (stripped?.changed) {
-      if (stripped.value === undefined) headersToRemove = [...headersToRemove, 'cookie'];
-      else headers.push({ key: 'cookie', value: stripped.value, append: false });
+    return { reason, response: this.allowFor(this.noIdentity, undefined, req, this.d.browser?.stripCookies(req.headers.cookie)) };
+  }
+
+  /**
+   * A pre-encoded allow completed for this request: client-sent identity headers that `setNames` does not overwrite
+   * are removed and, when our cookies were in the Cookie header (`cookie.changed`), the header is rewritten without
+   * them, or removed when nothing is left. The one place that edits the upstream request beyond the identity.
+   */
+  private allowFor(
+    parts: AllowParts,
+    setNames: ReadonlySet<string> | undefined,
+    req: HttpRequestView,
+    cookie: { changed: boolean; value: string | undefined } | undefined,
+    responseHeaders: readonly HeaderOption[] = NO_HEADERS,
+  ): Buffer {
+    let remove = this.d.headers.spoofed(req.headers, setNames);
+    let upstream = NO_HEADERS;
+    if (cookie?.changed) {
+      if (cookie.value === undefined) remove = [...remove, 'cookie'];
+      else upstream = [{ key: 'cookie', value: cookie.value, append: false }];
     }
-    const response: AllowResponse = { kind: 'allow', headers, headersToRemove, responseHeaders: NO_HEADERS };
-    return { reason, response };
+    return joinAllow(parts, remove, responseHeaders, upstream);
   }
 
   private async bearer(req: HttpRequestView, route: CompiledRoute, token: string): Promise<Decision> {
@@ -122,19 +134,7 @@ export class Decider {
     }
     if (route.issuers !== undefined && !route.issuers.has(entry.issuer)) return unauthorized('bearer_unknown_issuer', 'invalid_token');
     if (!isAuthorized(route, entry.identity.email, entry.identity.groups)) return forbidden('forbidden_user');
-    const spoofed = this.d.headers.spoofed(req.headers, entry.setNames);
-    const stripped = this.d.browser?.stripCookies(req.headers.cookie);
-    if (stripped?.changed) {
-      // Rare: a bearer client that also carries our session cookie. Build the response in full.
-      const allow = this.d.headers.allow(entry.identity, {
-        removeAuthorization: this.removeAuthorization,
-        extraHeaders: stripped.value === undefined ? [] : [{ key: 'cookie', value: stripped.value, append: false }],
-      });
-      const headersToRemove = [...allow.headersToRemove, ...spoofed];
-      if (stripped.value === undefined) headersToRemove.push('cookie');
-      return { reason: 'bearer_valid', response: { ...allow, headersToRemove } };
-    }
-    return { reason: 'bearer_valid', response: joinAllow(entry.parts, spoofed, NO_HEADERS) };
+    return { reason: 'bearer_valid', response: this.allowFor(entry.parts, entry.setNames, req, this.d.browser?.stripCookies(req.headers.cookie)) };
   }
 
   /** Verifies once per distinct token; the result (good or bad) is what the cache holds. */
