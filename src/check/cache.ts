@@ -1,5 +1,6 @@
 import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import type { Identity } from '../identity/types.js';
 import type { Metrics, CounterChild } from '../telemetry/metrics.js';
 
 /** Something the cache can hold: it must say when it stops being valid and roughly how big it is. */
@@ -19,7 +20,7 @@ export interface Cacheable {
 export const ENTRY_OVERHEAD_BYTES = 500;
 
 /** UTF-16 worst case of the identity's strings (V8 stores one-byte strings in half that). */
-export function identityBytes(identity: { user: string; email?: string | undefined; groups: readonly string[]; preferredUsername?: string | undefined; subject: string }): number {
+export function identityBytes(identity: Identity): number {
   let n = identity.user.length + (identity.email?.length ?? 0) + (identity.preferredUsername?.length ?? 0) + identity.subject.length;
   for (const g of identity.groups) n += g.length + 16;
   return 2 * n;
