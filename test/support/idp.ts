@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { request } from 'node:http';
-import { createServer } from 'node:net';
 import { Writable } from 'node:stream';
+import { freePort } from './ports.js';
 import { SignJWT, decodeJwt, type JWTPayload } from 'jose';
 import { createApp, type App } from '../../src/app.js';
 import { parseConfig } from '../../src/config/load.js';
@@ -40,17 +40,7 @@ export async function startTestIdp(options: { port?: number; clients: DevClient[
   });
 }
 
-/** A port that was free a moment ago (for servers whose URL must be known before they start: redirect URIs). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 /** One HTTP response as the test browser saw it. */
 export interface Reply {
