@@ -6,18 +6,10 @@ import fc from 'fast-check';
 import protobuf from 'protobufjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AllowResponse, CheckInput, CheckResponseValue, DenyResponse, HeaderOption, HttpRequestView } from '../src/check/types.js';
-import {
-  WireError,
-  authorizationService,
-  checkClientDefinition,
-  decodeCheckRequest,
-  decodeCheckResponse,
-  encodeAllowParts,
-  encodeCheckRequest,
-  encodeCheckResponse,
-  joinAllow,
-  type DecodedCheckResponse,
-} from '../src/check/wire.js';
+import { authorizationService } from '../src/check/wire/authorization-service.js';
+import { decodeCheckRequest, encodeAllowParts, encodeCheckResponse, joinAllow } from '../src/check/wire/check-codec.js';
+import { checkClientDefinition, decodeCheckResponse, encodeCheckRequest, type DecodedCheckResponse } from '../src/check/wire/client-codec.js';
+import { WireError } from '../src/check/wire/protobuf.js';
 import { PROTO_DIR } from '../src/server/reflection.js';
 import { CheckClient } from './support/check-client.js';
 

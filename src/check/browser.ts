@@ -2,7 +2,7 @@ import type { Identity } from '../identity/types.js';
 import type { Reason } from './reasons.js';
 import type { CompiledRoute } from './routes.js';
 import type { CheckResponseValue, HeaderOption, HttpRequestView } from './types.js';
-import type { AllowParts } from './wire.js';
+import type { AllowParts } from './wire/check-codec.js';
 
 /**
  * Per-session scratch owned by the session cache entry: the Decider keeps the session's encoded allow here, so a

@@ -8,7 +8,7 @@ import type { Reason } from './reasons.js';
 import { forbidden, unauthorized, unavailable } from './response.js';
 import { isAuthorized, type CompiledRoute, type RouteTable } from './routes.js';
 import type { CheckInput, HeaderOption, HttpRequestView } from './types.js';
-import { encodeAllowParts, joinAllow, type AllowParts } from './wire.js';
+import { encodeAllowParts, joinAllow, type AllowParts } from './wire/check-codec.js';
 
 /** A verified bearer token as the cache keeps it: identity plus the pre-encoded allow response. */
 export type BearerEntry = Cacheable &

@@ -5,9 +5,9 @@ import type { Decider } from './decide.js';
 import { REASONS, type Reason } from './reasons.js';
 import { deny, unavailable } from './response.js';
 import type { CheckInput } from './types.js';
-import { encodeCheckResponse } from './wire.js';
+import { encodeCheckResponse } from './wire/check-codec.js';
 import { StoreUnavailableError } from '../session/types.js';
-import { isMalformed } from '../server/grpc.js';
+import { isMalformed } from './wire/authorization-service.js';
 
 /**
  * Wraps the ladder for the gRPC server: times the decision, counts it by result and reason, logs denies, and turns
