@@ -242,10 +242,10 @@ describe('malformed and oversized CheckRequests', () => {
       }),
       { numRuns: 300 },
     );
-    // Not a protobuf message at all: a 400 with reason internal_error, not a gRPC error Envoy might fail open on.
+    // Not a protobuf message at all: a 400 with its own reason, not a gRPC error Envoy might fail open on.
     const garbage = await send(Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]));
     expect(garbage.denied!.status).toBe(400);
-    expect(garbage.reason).toBe('internal_error');
+    expect(garbage.reason).toBe('request_malformed');
     const after = await check({ path: '/x', headers: { authorization: `Bearer ${bearer}` } });
     expect(after.allowed).toBe(true);
   });

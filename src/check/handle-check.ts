@@ -3,11 +3,10 @@ import type { CounterChild, Metrics } from '../telemetry/metrics.js';
 import type { Decision } from './browser.js';
 import type { Decider } from './decide.js';
 import { REASONS, type Reason } from './reasons.js';
-import { deny, unavailable } from './response.js';
+import { unavailable } from './response.js';
 import type { CheckInput } from './types.js';
 import { encodeCheckResponse } from './wire/check-codec.js';
 import { StoreUnavailableError } from '../session/types.js';
-import { isMalformed } from './wire/authorization-service.js';
 
 /**
  * Wraps the ladder for the gRPC server: times the decision, counts it by result and reason, logs denies, and turns
@@ -19,7 +18,6 @@ export function createCheckHandler(decider: Decider, metrics: Metrics, logger: L
     for (const result of ['allow', 'deny'] as const) counters.set(`${result}:${reason}`, metrics.decisions.child({ result, reason }));
   }
   const histogram = metrics.checkDuration;
-  const malformed = encodeCheckResponse(deny(400, 'internal_error', 'Bad Request\n').response as never);
   const storeDown = unavailable('store_unavailable', errorStatus);
   const internal = unavailable('internal_error', errorStatus);
 
@@ -35,11 +33,6 @@ export function createCheckHandler(decider: Decider, metrics: Metrics, logger: L
 
   return async function handleCheck(input: CheckInput): Promise<Buffer> {
     const start = performance.now();
-    if (isMalformed(input)) {
-      counters.get('deny:internal_error')!.inc();
-      logger.warn({ reason: 'internal_error', detail: 'malformed CheckRequest' }, 'deny');
-      return malformed;
-    }
     let decision: Decision;
     try {
       decision = await decider.decide(input);
@@ -58,7 +51,7 @@ export function createCheckHandler(decider: Decider, metrics: Metrics, logger: L
 
 /** One line per deny. The path is logged without its query: callbacks carry codes and states there. */
 function logDeny(logger: Logger, decision: Decision, input: CheckInput): void {
-  const http = input.http;
+  const http = input.kind === 'http' ? input.http : undefined;
   const status = Buffer.isBuffer(decision.response) ? undefined : decision.response.kind === 'deny' ? decision.response.status : 200;
   const path = http?.path;
   const q = path?.indexOf('?') ?? -1;

@@ -25,6 +25,7 @@ export const REASONS = [
   'bearer_malformed',
   'forbidden_user',
   'tcp_denied',
+  'request_malformed',
   'callback_invalid',
   'callback_idp_error',
   'callback_success',

@@ -20,10 +20,18 @@ export interface HttpRequestView {
   sourceAddress: string;
 }
 
-/** A decoded CheckRequest: `http` is undefined for Envoy's TCP ext_authz filter. */
-export interface CheckInput {
-  http: HttpRequestView | undefined;
-}
+/**
+ * A CheckRequest as the ladder sees it. Each kind is its own variant so the compiler makes every branch answer it:
+ * `http` from the HTTP filter, `tcp` from Envoy's TCP ext_authz filter (no request.http), `malformed` for bytes that
+ * are not a CheckRequest at all.
+ */
+export type CheckInput =
+  | { readonly kind: 'http'; readonly http: HttpRequestView }
+  | { readonly kind: 'tcp' }
+  | { readonly kind: 'malformed'; /** Secret-free: where the bytes stopped making sense. */ readonly detail: string };
+
+/** Every TCP check is the same value: nothing to allocate per request. */
+export const TCP_CHECK: CheckInput = Object.freeze({ kind: 'tcp' });
 
 /** One header mutation. `append` is always sent explicitly on the wire (see ext-authz-protocol.md 3). */
 export interface HeaderOption {

@@ -1,16 +1,10 @@
 import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
 import type { CheckInput, CheckResponseValue } from '../types.js';
 import { decodeCheckRequest, encodeCheckResponse } from './check-codec.js';
+import { WireError } from './protobuf.js';
 
 /** The one method of `envoy.service.auth.v3.Authorization`. */
 export const CHECK_PATH = '/envoy.service.auth.v3.Authorization/Check';
-
-/** Marker for a request body that is not a valid CheckRequest: answered with an explicit deny, not a gRPC error. */
-export const MALFORMED: CheckInput = Object.freeze({ http: undefined, malformed: true }) as CheckInput;
-
-export function isMalformed(input: CheckInput): boolean {
-  return input === MALFORMED;
-}
 
 /** Replies already encoded pass through. */
 const bytes = (b: Buffer) => b;
@@ -23,7 +17,8 @@ const serverOnly = (): never => {
  * `envoy.service.auth.v3.Authorization` for `server.addService`, with the hand-written codec: grpc-js hands over the
  * raw request bytes and sends ours back, so no proto-loader object conversion happens on the hot path. Replies may be
  * a value or bytes already encoded (a cached allow). Decoding never throws into grpc-js (which would answer INTERNAL
- * and leave the outcome to Envoy's failure_mode_allow): a malformed request arrives as `MALFORMED`.
+ * and leave the outcome to Envoy's failure_mode_allow): a malformed request arrives as the
+ * `malformed` input, which the ladder answers with an explicit deny.
  */
 export const authorizationService: ServiceDefinition<{ Check: unknown }> = Object.freeze({
   Check: Object.freeze({
@@ -34,8 +29,8 @@ export const authorizationService: ServiceDefinition<{ Check: unknown }> = Objec
     requestDeserialize: (b: Buffer): CheckInput => {
       try {
         return decodeCheckRequest(b);
-      } catch {
-        return MALFORMED;
+      } catch (err) {
+        return { kind: 'malformed', detail: err instanceof WireError ? err.message : 'malformed CheckRequest' };
       }
     },
     responseSerialize: (v: CheckResponseValue | Buffer) => (Buffer.isBuffer(v) ? v : encodeCheckResponse(v)),

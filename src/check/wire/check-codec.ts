@@ -1,4 +1,4 @@
-import type { AllowResponse, CheckInput, CheckResponseValue, HeaderOption, HttpRequestView } from '../types.js';
+import { TCP_CHECK, type AllowResponse, type CheckInput, type CheckResponseValue, type HeaderOption, type HttpRequestView } from '../types.js';
 import {
   begin,
   beginRead,
@@ -38,7 +38,8 @@ let raw: string | undefined;
 
 /**
  * Reads a CheckRequest: attributes.request.http (id, method, headers map, path, host, scheme, protocol, header_map)
- * and attributes.source.address.socket_address.address; everything else is skipped undecoded.
+ * and attributes.source.address.socket_address.address; everything else is skipped undecoded. No request.http is a
+ * TCP filter check.
  * @throws {WireError} `ERR_WIRE_MALFORMED` for bytes that are not a protobuf message.
  */
 export function decodeCheckRequest(input: Buffer): CheckInput {
@@ -47,8 +48,9 @@ export function decodeCheckRequest(input: Buffer): CheckInput {
   try {
     walk(input.length, checkRequest);
     const view = http as HttpRequestView | undefined;
-    if (view !== undefined) view.sourceAddress = source;
-    return { http: view };
+    if (view === undefined) return TCP_CHECK;
+    view.sourceAddress = source;
+    return { kind: 'http', http: view };
   } finally {
     endRead();
     http = undefined;
