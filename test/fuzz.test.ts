@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as grpc from '@grpc/grpc-js';
 import { createApp, type App } from '../src/app.js';
-import { REASONS } from '../src/check/reasons.js';
+import { REASONS } from '../src/decision/reasons.js';
 import { parseConfig } from '../src/config/load.js';
 import { sanitizeUtf8 } from '../src/emulator/envoy.js';
 import { createLogger } from '../src/telemetry/logger.js';
@@ -19,7 +19,7 @@ import { RawCheckClient, encodeRequest, pb, upstreamHeaders, type RawResponse } 
  * should be a deny, always a clear reason code"), checked on every response by `check()`:
  * - the response is never byte-empty and always carries `status` (Envoy allows on a missing status);
  * - a deny names its HTTP status explicitly, its headers carry no CR/LF/NUL, and exactly one `deny` log line gives a
- *   reason from src/check/reasons.ts; an allow logs none;
+ *   reason from src/decision/reasons.ts; an allow logs none;
  * - no check ever ends in "decision failed" / "encoding failed" (a fault turned into a deny is still a bug here).
  */
 

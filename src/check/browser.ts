@@ -1,7 +1,7 @@
 import type { Identity } from '../identity/types.js';
-import type { Reason } from './reasons.js';
+import type { Decision, HeaderOption } from '../decision/types.js';
 import type { CompiledRoute } from './routes.js';
-import type { CheckResponseValue, HeaderOption, HttpRequestView } from './types.js';
+import type { HttpRequestView } from './types.js';
 import type { AllowParts } from './wire/check-codec.js';
 
 /**
@@ -10,14 +10,6 @@ import type { AllowParts } from './wire/check-codec.js';
  */
 export interface AllowMemo {
   allow?: { parts: AllowParts; setNames: ReadonlySet<string> };
-}
-
-/** A finished decision: the response (or its pre-encoded bytes) and why. */
-export interface Decision {
-  reason: Reason;
-  response: CheckResponseValue | Buffer;
-  /** Short, secret-free detail for the deny log line. */
-  detail?: string;
 }
 
 /** What the browser (cookie session) flow says about a request that has no bearer token. */

@@ -1,13 +1,14 @@
 import type { Config } from '../config/schema.js';
+import { forbidden, textReply, unauthorized, unavailable } from '../decision/local-reply.js';
+import type { Reason } from '../decision/reasons.js';
+import type { Decision, HeaderOption } from '../decision/types.js';
 import type { IdentityHeaders } from '../identity/headers.js';
 import type { Identity } from '../identity/types.js';
 import type { BearerVerifier } from '../token/verify.js';
-import type { BrowserFlow, Decision } from './browser.js';
+import type { BrowserFlow } from './browser.js';
 import { DecisionCache, ENTRY_OVERHEAD_BYTES, identityBytes, type Cacheable } from './cache.js';
-import type { Reason } from './reasons.js';
-import { deny, forbidden, unauthorized, unavailable } from './response.js';
 import { isAuthorized, type CompiledRoute, type RouteTable } from './routes.js';
-import type { CheckInput, HeaderOption, HttpRequestView } from './types.js';
+import type { CheckInput, HttpRequestView } from './types.js';
 import { encodeAllowParts, joinAllow, type AllowParts } from './wire/check-codec.js';
 
 /** A verified bearer token as the cache keeps it: identity plus the pre-encoded allow response. */
@@ -42,7 +43,7 @@ export class Decider {
   private readonly negativeTtlMs: number;
   private readonly tcp: Decision;
   /** Bytes that are not a CheckRequest: a 400 of its own, never `decision.tcp` (which may allow). */
-  private readonly malformed = deny(400, 'request_malformed', 'Bad Request\n');
+  private readonly malformed = textReply(400, 'request_malformed', 'Bad Request\n');
   private readonly forwardIdToken: boolean;
   /** The allow of public routes and CORS preflights, encoded once: no identity headers. */
   private readonly noIdentity = encodeAllowParts({ kind: 'allow', headers: [], headersToRemove: [], responseHeaders: [] });

@@ -1,9 +1,9 @@
+import { unavailable } from '../decision/local-reply.js';
+import { REASONS, type Reason } from '../decision/reasons.js';
+import type { Decision } from '../decision/types.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { CounterChild, Metrics } from '../telemetry/metrics.js';
-import type { Decision } from './browser.js';
 import type { Decider } from './decide.js';
-import { REASONS, type Reason } from './reasons.js';
-import { unavailable } from './response.js';
 import type { CheckInput } from './types.js';
 import { encodeCheckResponse } from './wire/check-codec.js';
 import { StoreUnavailableError } from '../session/types.js';

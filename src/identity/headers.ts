@@ -1,5 +1,5 @@
 import type { Config } from '../config/schema.js';
-import type { AllowResponse, HeaderOption } from '../check/types.js';
+import type { AllowResponse, HeaderOption } from '../decision/types.js';
 import type { Identity } from './types.js';
 
 /** Headers other auth proxies set; a client may send them to impersonate someone, so they are always stripped. */

@@ -1,8 +1,10 @@
-import type { BrowserFlow, BrowserOutcome, Decision } from '../check/browser.js';
+import type { BrowserFlow, BrowserOutcome } from '../check/browser.js';
 import { DecisionCache } from '../check/cache.js';
 import { canonicalPath, type CompiledRoute } from '../check/routes.js';
 import type { HttpRequestView } from '../check/types.js';
 import type { Config, SessionConfig } from '../config/schema.js';
+import { unavailable } from '../decision/local-reply.js';
+import type { Decision } from '../decision/types.js';
 import { cookieName, ownCookieMatcher, parseCookies, readChunked } from '../session/cookies.js';
 import type { KeyRing } from '../session/key-ring.js';
 import type { LoginStateCookies } from '../session/login-state.js';
@@ -11,7 +13,7 @@ import type { Logger } from '../telemetry/logger.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { BackchannelLogout, type BackchannelResponse } from './backchannel.js';
 import { handleCallback } from './callback.js';
-import { unavailableReply, type FlowContext } from './context.js';
+import type { FlowContext } from './context.js';
 import type { IdpFetch } from './http-fetch.js';
 import { RESERVED_AUTH_PARAMS, startLogin, type LoginReason } from './login.js';
 import { handleLogout } from './logout.js';
@@ -137,7 +139,7 @@ export class OidcBrowserFlow implements BrowserFlow {
           : await this.resolver.resolve(cookies);
     } catch (err) {
       if (!(err instanceof StoreUnavailableError)) throw err;
-      return { kind: 'decision', decision: unavailableReply(this.ctx, 'store_unavailable', 'session store unavailable') };
+      return { kind: 'decision', decision: unavailable('store_unavailable', this.ctx.errorStatus, { detail: 'session store unavailable' }) };
     }
 
     switch (entry.kind) {
@@ -235,7 +237,7 @@ export class OidcBrowserFlow implements BrowserFlow {
       return await run();
     } catch (err) {
       if (!(err instanceof StoreUnavailableError)) throw err;
-      return unavailableReply(this.ctx, 'store_unavailable', 'session store unavailable');
+      return unavailable('store_unavailable', this.ctx.errorStatus, { detail: 'session store unavailable' });
     }
   }
 }

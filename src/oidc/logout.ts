@@ -1,9 +1,9 @@
 import * as client from 'openid-client';
-import type { Decision } from '../check/browser.js';
-import { redirect } from '../check/response.js';
 import type { CompiledRoute } from '../check/routes.js';
 import type { HttpRequestView } from '../check/types.js';
-import { jsonReply, type FlowContext } from './context.js';
+import { jsonReply, redirect } from '../decision/local-reply.js';
+import type { Decision } from '../decision/types.js';
+import type { FlowContext } from './context.js';
 import type { OidcProvider } from './provider.js';
 import { RedirectGuard } from './redirect-target.js';
 import { wantsJson } from './request-kind.js';

@@ -1,5 +1,5 @@
 import { constants, verify as verifySignature, type KeyObject } from 'node:crypto';
-import type { Reason } from '../check/reasons.js';
+import type { Reason } from '../decision/reasons.js';
 import type { BearerIssuerConfig } from '../config/schema.js';
 import { identityFromClaims } from '../identity/claims.js';
 import type { Identity } from '../identity/types.js';

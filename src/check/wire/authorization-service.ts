@@ -1,5 +1,6 @@
 import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
-import type { CheckInput, CheckResponseValue } from '../types.js';
+import type { CheckResponseValue } from '../../decision/types.js';
+import type { CheckInput } from '../types.js';
 import { decodeCheckRequest, encodeCheckResponse } from './check-codec.js';
 import { WireError } from './protobuf.js';
 

@@ -1,4 +1,5 @@
-import { TCP_CHECK, type AllowResponse, type CheckInput, type CheckResponseValue, type HeaderOption, type HttpRequestView } from '../types.js';
+import type { AllowResponse, CheckResponseValue, HeaderOption } from '../../decision/types.js';
+import { TCP_CHECK, type CheckInput, type HttpRequestView } from '../types.js';
 import {
   begin,
   beginRead,

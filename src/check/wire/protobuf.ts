@@ -1,4 +1,4 @@
-import type { HeaderOption } from '../types.js';
+import type { HeaderOption } from '../../decision/types.js';
 
 /*
  * Protobuf primitives for the hand-written Check codecs (check-codec.ts on the hot path, client-codec.ts for tests and
