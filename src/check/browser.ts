@@ -1,4 +1,5 @@
 import type { Identity } from '../identity/types.js';
+import type { StrippedCookies } from '../session/cookies.js';
 import type { Decision, HeaderOption } from '../decision/types.js';
 import type { CompiledRoute } from './routes.js';
 import type { HttpRequestView } from './types.js';
@@ -38,9 +39,7 @@ export interface BrowserFlow {
   /** Session lookup (cached), refresh, and otherwise the redirect to login (or a 401 for API/XHR clients). */
   authenticate(req: HttpRequestView, route: CompiledRoute): Promise<BrowserOutcome>;
   /** The Cookie header without our cookies, or undefined when nothing is left / nothing of ours was there. */
-  stripCookies(cookieHeader: string | undefined): { changed: boolean; value: string | undefined };
-  /** True when every provider's discovery has succeeded and the session store answers. */
-  ready(): boolean;
+  stripCookies(cookieHeader: string | undefined): StrippedCookies;
   start(): Promise<void>;
   close(): Promise<void>;
 }

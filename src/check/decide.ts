@@ -4,6 +4,7 @@ import type { Reason } from '../decision/reasons.js';
 import type { Decision, HeaderOption } from '../decision/types.js';
 import type { IdentityHeaders } from '../identity/headers.js';
 import type { Identity } from '../identity/types.js';
+import type { StrippedCookies } from '../session/cookies.js';
 import type { BearerVerifier } from '../token/verify.js';
 import type { BrowserFlow } from './browser.js';
 import { DecisionCache, ENTRY_OVERHEAD_BYTES, identityBytes, type Cacheable } from './cache.js';
@@ -128,7 +129,7 @@ export class Decider {
     parts: AllowParts,
     setNames: ReadonlySet<string> | undefined,
     req: HttpRequestView,
-    cookie: { changed: boolean; value: string | undefined } | undefined,
+    cookie: StrippedCookies | undefined,
     responseHeaders: readonly HeaderOption[] = NO_HEADERS,
   ): Buffer {
     let remove = this.d.headers.spoofed(req.headers, setNames);

@@ -5,8 +5,7 @@ import type { HttpRequestView } from '../check/types.js';
 import type { Config, SessionConfig } from '../config/schema.js';
 import { unavailable } from '../decision/local-reply.js';
 import type { Decision } from '../decision/types.js';
-import { cookieName, ownCookieMatcher, parseCookies, readChunked } from '../session/cookies.js';
-import type { KeyRing } from '../session/key-ring.js';
+import { cookieName, parseCookies, readChunked, stripCookies, type StrippedCookies } from '../session/cookies.js';
 import type { LoginStateCookies } from '../session/login-state.js';
 import { StoreUnavailableError, type SessionStore } from '../session/types.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -26,8 +25,6 @@ export interface OidcBrowserFlowDeps {
   config: Config;
   store: SessionStore;
   loginState: LoginStateCookies;
-  /** Accepted for the wiring contract; sealing happens inside the store and LoginStateCookies. */
-  keyRing?: KeyRing;
   metrics: Metrics;
   logger: Logger;
   /** Epoch milliseconds. */
@@ -66,7 +63,6 @@ export class OidcBrowserFlow implements BrowserFlow {
   private readonly callbackPaths = new Map<string, OidcProvider[]>();
   private readonly logoutPaths: ReadonlySet<string>;
   private readonly sessionName: string;
-  private readonly isOurs: (name: string) => boolean;
   private readonly cache: DecisionCache<SessionEntry>;
   private readonly resolver: SessionResolver;
   private readonly backchannel: BackchannelLogout;
@@ -91,7 +87,6 @@ export class OidcBrowserFlow implements BrowserFlow {
     }
     this.logoutPaths = new Set(session.logoutPaths);
     this.sessionName = cookieName(session.cookieName, session);
-    this.isOurs = ownCookieMatcher(this.sessionName);
     this.ctx = {
       session,
       store: deps.store,
@@ -162,20 +157,8 @@ export class OidcBrowserFlow implements BrowserFlow {
     }
   }
 
-  stripCookies(cookieHeader: string | undefined): { changed: boolean; value: string | undefined } {
-    if (cookieHeader === undefined) return { changed: false, value: undefined };
-    if (!cookieHeader.includes(this.sessionName)) return { changed: false, value: cookieHeader };
-    const kept: string[] = [];
-    let changed = false;
-    for (const piece of cookieHeader.split(';')) {
-      const trimmed = piece.trim();
-      if (trimmed === '') continue;
-      const eq = trimmed.indexOf('=');
-      if (this.isOurs((eq < 0 ? trimmed : trimmed.slice(0, eq)).trim())) changed = true;
-      else kept.push(trimmed);
-    }
-    if (!changed) return { changed: false, value: cookieHeader };
-    return { changed: true, value: kept.length > 0 ? kept.join('; ') : undefined };
+  stripCookies(cookieHeader: string | undefined): StrippedCookies {
+    return stripCookies(cookieHeader, this.sessionName);
   }
 
   /**
@@ -190,10 +173,6 @@ export class OidcBrowserFlow implements BrowserFlow {
       return { status: 404, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: 'Not Found\n', detail: 'unknown provider' };
     }
     return this.backchannel.handle(provider, formBody);
-  }
-
-  ready(): boolean {
-    return this.providers.every((p) => p.ready()) && this.ctx.store.ready();
   }
 
   /** Per-provider discovery state, for readiness details and logs. */
