@@ -14,6 +14,7 @@ const LAYERS: Readonly<Record<string, number>> = {
   config: 0,
   telemetry: 0,
   decision: 0,
+  http: 0,
   identity: 1,
   session: 2,
   token: 2,

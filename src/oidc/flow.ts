@@ -13,7 +13,7 @@ import type { Metrics } from '../telemetry/metrics.js';
 import { BackchannelLogout, type BackchannelResponse } from './backchannel.js';
 import { handleCallback } from './callback.js';
 import type { FlowContext } from './context.js';
-import type { IdpFetch } from './http-fetch.js';
+import type { IdpFetch } from '../http/idp-fetch.js';
 import { RESERVED_AUTH_PARAMS, startLogin, type LoginReason } from './login.js';
 import { handleLogout } from './logout.js';
 import { OidcProvider, type RetryOptions } from './provider.js';
