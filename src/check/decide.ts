@@ -33,8 +33,8 @@ const NO_HEADERS: readonly HeaderOption[] = [];
 
 /**
  * The decision ladder, top to bottom:
- * malformed -> no HTTP attributes (TCP) -> route -> deny -> callback & logout -> public -> CORS preflight -> bearer token ->
- * browser session (login redirect or 401) -> 401.
+ * malformed -> no HTTP attributes (TCP) -> route -> deny -> callback & logout -> public -> CORS preflight ->
+ * bearer token -> browser session (login redirect or 401) -> 401.
  * Every branch returns a Decision value; only infrastructure faults throw, and the server turns them into a deny.
  */
 export class Decider {
