@@ -1,12 +1,11 @@
-import { existsSync } from 'node:fs';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, until, type Stack } from './support/idp.js';
+import { CHROMIUM, hasChromium } from './support/tools.js';
 
 // A real Chromium: its own cookie rules (SameSite, paths, Max-Age), Fetch Metadata headers and redirects.
 // Plain http, so the session cookie is not Secure here (Chromium refuses Secure cookies from http origins).
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const available = existsSync(CHROMIUM);
+const available = hasChromium();
 let stack: Stack;
 let browser: Browser;
 
