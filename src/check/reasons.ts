@@ -24,6 +24,7 @@ export const REASONS = [
   'bearer_claims',
   'bearer_malformed',
   'forbidden_user',
+  'email_unverified',
   'tcp_denied',
   'callback_invalid',
   'callback_idp_error',

@@ -78,8 +78,19 @@ const claimMapping = z.strictObject({
   userPrefix: z.string().default(''),
   /** Prepended to every group. */
   groupsPrefix: z.string().default(''),
-  /** Deny when the token carries `email_verified: false`. */
+  /**
+   * Also treat a token without `email_verified` as unverified. Off: access tokens often omit the claim, and an
+   * explicit `email_verified: false` is refused anyway (see allowUnverifiedEmail).
+   */
   requireEmailVerified: z.boolean().default(false),
+  /**
+   * Use an email whose `email_verified` is false (identity, allow-lists). Off: many IdPs let users set an email they
+   * do not own (self-registration, social logins), which would make it an impersonation path.
+   */
+  allowUnverifiedEmail: z.boolean().default(false),
+}).refine((m) => !(m.requireEmailVerified && m.allowUnverifiedEmail), {
+  message: 'requireEmailVerified and allowUnverifiedEmail contradict each other: set at most one',
+  path: ['allowUnverifiedEmail'],
 });
 
 const claimMappingDefault = {
@@ -90,6 +101,7 @@ const claimMappingDefault = {
   userPrefix: '',
   groupsPrefix: '',
   requireEmailVerified: false,
+  allowUnverifiedEmail: false,
 };
 
 const asymmetricAlg = z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']);
