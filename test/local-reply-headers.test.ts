@@ -121,6 +121,12 @@ describe('headers on every local reply', () => {
     expect(expectLocalReply(json, 200).get('content-type')).toEqual(['application/json']);
   });
 
+  it('logout confirmation page (200, a logout another site triggered)', async () => {
+    const { sessionCookie } = await loginThroughCheck();
+    const res = await browserCheck.check(browserRequest('/logout', { ...NAVIGATE, 'sec-fetch-site': 'cross-site', cookie: sessionCookie }));
+    expect(expectLocalReply(res, 200).get('content-type')).toEqual(['text/html; charset=utf-8']);
+  });
+
   it('401 for an API client without credentials, and for an invalid bearer token', async () => {
     expectLocalReply(await browserCheck.check(browserRequest('/api/x', { accept: 'application/json' })), 401);
     expectLocalReply(await bearerCheck.check({ path: '/x', headers: { authorization: 'Bearer not-a-jwt' } }), 401);

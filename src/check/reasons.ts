@@ -30,6 +30,7 @@ export const REASONS = [
   'callback_idp_error',
   'callback_success',
   'logout',
+  'logout_confirm',
   'session_invalid',
   'session_expired',
   // deny: infrastructure
