@@ -113,6 +113,15 @@ describe('browser logins', () => {
     return stack;
   }
 
+  /** Bob logs in on `stack`; resolves to the kubeflow-userid the upstream then sees. */
+  async function bobLogsIn(stack: Stack): Promise<string | string[] | undefined> {
+    const browser = new TestBrowser();
+    const { callback } = await loginAt(browser, stack.base, '/', 'bob');
+    expect(callback.status).toBe(302);
+    const r = await browser.request(`${stack.base}/x`, { headers: { accept: 'application/json' } });
+    return echoed(r.body).headers['kubeflow-userid'];
+  }
+
   async function asUnverifiedBob<T>(run: () => Promise<T>): Promise<T> {
     bob.emailVerified = false;
     try {
@@ -135,11 +144,7 @@ describe('browser logins', () => {
     expect(denials(stack.apps[0]!, 'email_unverified')).toBe(1);
 
     stack.idp!.forgeIdTokens(({ email_verified: _v, ...claims }) => claims, 'authorization_code');
-    const browser = new TestBrowser();
-    const { callback } = await loginAt(browser, stack.base, '/', 'bob');
-    expect(callback.status).toBe(302);
-    const r = await browser.request(`${stack.base}/x`, { headers: { accept: 'application/json' } });
-    expect(echoed(r.body).headers['kubeflow-userid']).toBe('oidc:bob@example.com');
+    expect(await bobLogsIn(stack)).toBe('oidc:bob@example.com');
   });
 
   it('refuses a login without email_verified when the provider sets requireEmailVerified', async () => {
@@ -154,13 +159,7 @@ describe('browser logins', () => {
 
   it('logs in an unverified email only on a provider that opts out with allowUnverifiedEmail', async () => {
     const stack = await stackWith({ provider: { claims: { userPrefix: 'oidc:', allowUnverifiedEmail: true } } });
-    await asUnverifiedBob(async () => {
-      const browser = new TestBrowser();
-      const { callback } = await loginAt(browser, stack.base, '/', 'bob');
-      expect(callback.status).toBe(302);
-      const r = await browser.request(`${stack.base}/x`, { headers: { accept: 'application/json' } });
-      expect(echoed(r.body).headers['kubeflow-userid']).toBe('oidc:bob@example.com');
-    });
+    expect(await asUnverifiedBob(() => bobLogsIn(stack))).toBe('oidc:bob@example.com');
   });
 
   it('with user = sub, the session carries no unverified email and no domain allow-list passes', async () => {

@@ -31,6 +31,18 @@ afterAll(async () => {
   await stack?.close();
 });
 
+/** A new browser context signed in as alice, on the app's home page. */
+async function signedIn(): Promise<{ context: BrowserContext; page: Page }> {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${stack.base}/`);
+  await page.getByLabel('Username').fill('alice');
+  await page.getByLabel('Password').fill('alice-password');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL(`${stack.base}/`);
+  return { context, page };
+}
+
 describe.skipIf(!available)('in a real browser', () => {
   it('logs in on the IdP form, lands on the original URL, and fetch() keeps working with the session', async () => {
     const context = await browser.newContext();
@@ -100,13 +112,7 @@ describe.skipIf(!available)('in a real browser', () => {
   });
 
   it('logs out at the IdP too: the next visit shows the login form again', async () => {
-    const context = await browser.newContext();
-    const page = await context.newPage();
-    await page.goto(`${stack.base}/`);
-    await page.getByLabel('Username').fill('alice');
-    await page.getByLabel('Password').fill('alice-password');
-    await page.getByRole('button', { name: 'Sign in' }).click();
-    await page.waitForURL(`${stack.base}/`);
+    const { context, page } = await signedIn();
     await page.getByRole('link', { name: 'Log out' }).click();
     // post_logout_redirect_uri (/signed-out) is protected, so the browser ends on the IdP's login form.
     await page.getByLabel('Username').waitFor();
@@ -140,18 +146,14 @@ describe.skipIf(!available)('in a real browser', () => {
       await new Promise<void>((resolve) => (evil ? evil.close(() => resolve()) : resolve()));
     });
 
-    async function signedIn(): Promise<{ context: BrowserContext; page: Page }> {
-      const context = await browser.newContext();
-      const page = await context.newPage();
-      await page.goto(`${stack.base}/`);
-      await page.getByLabel('Username').fill('alice');
-      await page.getByLabel('Password').fill('alice-password');
-      await page.getByRole('button', { name: 'Sign in' }).click();
-      await page.waitForURL(`${stack.base}/`);
-      return { context, page };
-    }
-
     const hasSession = async (context: BrowserContext) => (await context.cookies()).some((c) => c.name === 'oidc_session');
+
+    async function expectStillSignedIn(context: BrowserContext, page: Page): Promise<void> {
+      expect(await hasSession(context)).toBe(true);
+      await page.goto(`${stack.base}/`);
+      await expect(page.locator('h1').textContent()).resolves.toBe('Signed in as oidc:alice@example.com');
+      await context.close();
+    }
 
     it.each(['/link', '/auto-get', '/auto-post'])('%s: lands on the confirmation page and the session lives on', async (path) => {
       const { context, page } = await signedIn();
@@ -160,10 +162,7 @@ describe.skipIf(!available)('in a real browser', () => {
       // A GET form adds an empty query (`/logout?`).
       await page.waitForURL((url) => url.origin === stack.base && url.pathname === '/logout');
       await page.getByRole('button', { name: 'Sign out' }).waitFor();
-      expect(await hasSession(context)).toBe(true);
-      await page.goto(`${stack.base}/`);
-      await expect(page.locator('h1').textContent()).resolves.toBe('Signed in as oidc:alice@example.com');
-      await context.close();
+      await expectStillSignedIn(context, page);
     });
 
     it('an image pointing at the logout URL ends nothing', async () => {
@@ -171,10 +170,7 @@ describe.skipIf(!available)('in a real browser', () => {
       await page.goto(`${evilBase}/image`);
       await page.locator('#done').waitFor();
       await page.waitForLoadState('load');
-      expect(await hasSession(context)).toBe(true);
-      await page.goto(`${stack.base}/`);
-      await expect(page.locator('h1').textContent()).resolves.toBe('Signed in as oidc:alice@example.com');
-      await context.close();
+      await expectStillSignedIn(context, page);
     });
 
     it('the confirmation button logs out, at the IdP too', async () => {
