@@ -32,9 +32,10 @@ export type ClaimsResult = { ok: true; identity: Identity } | { ok: false; code:
  * claim (code `email_unverified`). An email is unverified when `email_verified` is present and not `true` (or
  * `"true"`), or, with `requireEmailVerified`, when it is absent; `allowUnverifiedEmail` trusts it anyway. An unverified
  * email is otherwise dropped: no email header, and no email or domain allow-list can match it. Also dropped:
- * `preferred_username` when unsafe (display only), and single groups that are not strings, empty, too long, or contain a control character. Dropping a group can only take
- * rights away, while rejecting the identity for one odd group name would lock a user out for something they do not
- * control; a control character is never part of a real group name, so encoding it would only preserve an attack.
+ * `preferred_username` when unsafe (display only), and single groups that are not strings, empty, too long, or contain
+ * a control character. Dropping a group can only take rights away, while rejecting the identity for one odd group name
+ * would lock a user out for something they do not control; a control character is never part of a real group name, so
+ * encoding it would only preserve an attack.
  * Inside a group, `%`, `,` and `"` are percent-encoded and so are leading/trailing spaces, because the groups header is
  * a comma-joined list and list parsers split on commas, honour quotes and trim spaces: without this, a group named
  * `x,admins` or ` admins` would read as membership of `admins`.
