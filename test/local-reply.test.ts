@@ -18,14 +18,14 @@ describe('local replies', () => {
     expect([500, 503].map(grpcCodeFor)).toEqual([GRPC.UNAVAILABLE, GRPC.UNAVAILABLE]);
   });
 
-  it('builds text pages with content-type, no-store, extra headers, then one Set-Cookie entry per line', () => {
+  it('builds text pages with content-type, the local-reply headers, extra headers, then one Set-Cookie entry per line', () => {
     const d = textReply(400, 'callback_invalid', 'Bad Request\n', {
       headers: [{ key: 'x-extra', value: '1', append: false }],
       setCookies: ['a=; Max-Age=0', 'b=; Max-Age=0'],
       detail: 'state missing',
     });
     expect(d).toMatchObject({ reason: 'callback_invalid', detail: 'state missing', response: { status: 400, grpcCode: GRPC.PERMISSION_DENIED, body: 'Bad Request\n' } });
-    expect(keys(d)).toEqual(['content-type: text/plain; charset=utf-8', 'cache-control: no-store', 'x-extra: 1', 'set-cookie: a=; Max-Age=0', 'set-cookie: b=; Max-Age=0']);
+    expect(keys(d)).toEqual(['content-type: text/plain; charset=utf-8', 'cache-control: no-store', 'x-content-type-options: nosniff', 'referrer-policy: no-referrer', 'x-extra: 1', 'set-cookie: a=; Max-Age=0', 'set-cookie: b=; Max-Age=0']);
     // Denied headers are replaced then all added by Envoy; append:true on them is lost in 1.31-1.36.
     expect(deny(d).headers.every((h) => h.append === false)).toBe(true);
     expect('detail' in textReply(403, 'forbidden_user', 'Forbidden\n')).toBe(false);
@@ -35,6 +35,8 @@ describe('local replies', () => {
     expect(keys(unauthorized('login_required', undefined, { setCookies: ['s=; Max-Age=0'] }))).toEqual([
       'content-type: text/plain; charset=utf-8',
       'cache-control: no-store',
+      'x-content-type-options: nosniff',
+      'referrer-policy: no-referrer',
       'www-authenticate: Bearer',
       'set-cookie: s=; Max-Age=0',
     ]);
@@ -47,7 +49,7 @@ describe('local replies', () => {
   it('redirects with location first and an empty body; JSON replies answer 200 with the body Envoy sends', () => {
     const r = redirect('callback_success', 'https://app.example.com/x', ['s=v']);
     expect(deny(r)).toMatchObject({ status: 302, grpcCode: GRPC.UNAUTHENTICATED, body: '' });
-    expect(keys(r)).toEqual(['location: https://app.example.com/x', 'cache-control: no-store', 'set-cookie: s=v']);
+    expect(keys(r)).toEqual(['location: https://app.example.com/x', 'cache-control: no-store', 'x-content-type-options: nosniff', 'referrer-policy: no-referrer', 'set-cookie: s=v']);
     const j = jsonReply('logout', { afterLogoutURL: '/' }, []);
     expect(deny(j)).toMatchObject({ status: 200, grpcCode: GRPC.UNAUTHENTICATED, body: '{"afterLogoutURL":"/"}\n' });
     expect(keys(j)[0]).toBe('content-type: application/json');

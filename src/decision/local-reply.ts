@@ -16,7 +16,7 @@ export function grpcCodeFor(status: number): number {
 
 /** What a local reply may carry besides its status and body. */
 export interface ReplyOptions {
-  /** Extra headers, after content-type and cache-control. */
+  /** Extra headers, after the first one (content-type or location) and LOCAL_REPLY_HEADERS. */
   headers?: readonly HeaderOption[];
   /** Set-Cookie lines: clearing a login or session cookie must ride on error pages too, or the browser keeps it. */
   setCookies?: readonly string[];
@@ -25,8 +25,18 @@ export interface ReplyOptions {
 }
 
 const TEXT: HeaderOption = { key: 'content-type', value: 'text/plain; charset=utf-8', append: false };
+const HTML: HeaderOption = { key: 'content-type', value: 'text/html; charset=utf-8', append: false };
 const JSON_TYPE: HeaderOption = { key: 'content-type', value: 'application/json', append: false };
-const NO_STORE: HeaderOption = { key: 'cache-control', value: 'no-store', append: false };
+
+/** Headers on every reply this service answers itself (pages, redirects, 401/403/503, JSON, the logout confirmation). */
+export const LOCAL_REPLY_HEADERS: readonly HeaderOption[] = Object.freeze([
+  // Replies carry login state, Set-Cookie and per-user answers: never kept by a browser or a shared cache.
+  { key: 'cache-control', value: 'no-store', append: false },
+  // A text error page must never be sniffed into HTML or script by a browser.
+  { key: 'x-content-type-options', value: 'nosniff', append: false },
+  // Login and callback URLs carry state and codes: never leak them to the next site in a Referer.
+  { key: 'referrer-policy', value: 'no-referrer', append: false },
+]);
 const RETRY_AFTER: HeaderOption = { key: 'retry-after', value: '5', append: false };
 const NONE: readonly string[] = [];
 
@@ -37,10 +47,10 @@ export function setCookieHeaders(lines: readonly string[]): HeaderOption[] {
 
 /**
  * The one local-reply builder: Envoy answers the client itself with this status, `first` (content-type or location),
- * `cache-control: no-store`, the extra headers, then the Set-Cookie lines.
+ * LOCAL_REPLY_HEADERS, the extra headers, then the Set-Cookie lines.
  */
 function reply(status: number, reason: Reason, first: HeaderOption, body: string, options: ReplyOptions): Decision {
-  const headers = [first, NO_STORE, ...(options.headers ?? []), ...setCookieHeaders(options.setCookies ?? NONE)];
+  const headers = [first, ...LOCAL_REPLY_HEADERS, ...(options.headers ?? []), ...setCookieHeaders(options.setCookies ?? NONE)];
   const decision: Decision = { reason, response: { kind: 'deny', status, grpcCode: grpcCodeFor(status), headers, body } };
   if (options.detail) decision.detail = options.detail;
   return decision;
@@ -49,6 +59,11 @@ function reply(status: number, reason: Reason, first: HeaderOption, body: string
 /** A plain-text local reply. */
 export function textReply(status: number, reason: Reason, body: string, options: ReplyOptions = {}): Decision {
   return reply(status, reason, TEXT, body, options);
+}
+
+/** An HTML page answered by Envoy itself (the cross-site logout confirmation). */
+export function htmlReply(status: number, reason: Reason, body: string, options: ReplyOptions = {}): Decision {
+  return reply(status, reason, HTML, body, options);
 }
 
 /**

@@ -27,10 +27,12 @@ export const REASONS = [
   'bearer_claims',
   'bearer_malformed',
   'forbidden_user',
+  'email_unverified',
   'tcp_denied',
   'request_malformed',
   'callback_invalid',
   'callback_idp_error',
+  'logout_confirm',
   'session_invalid',
   'session_expired',
   // deny: infrastructure
