@@ -31,7 +31,6 @@ function flowWith(sessionStore: SessionStore): OidcBrowserFlow {
     config,
     store: sessionStore,
     loginState: new LoginStateCookies(config.session!, keyRing),
-    keyRing,
     metrics: new Metrics(),
     logger: createLogger('silent'),
     now: Date.now,
@@ -61,7 +60,7 @@ beforeAll(async () => {
     });
   });
   await new Promise<void>((resolve) => receiver.listen(port, '127.0.0.1', resolve));
-  await until(() => stack.apps[0]!.ready() && replica.ready());
+  await until(() => stack.apps[0]!.ready() && replica.status().every((p) => p.ready) && store.ready());
 });
 
 afterAll(async () => {

@@ -1,9 +1,9 @@
 import * as client from 'openid-client';
-import type { Decision } from '../check/browser.js';
-import { GRPC, LOCAL_REPLY_HEADERS, redirect } from '../check/response.js';
 import { canonicalPath, type CompiledRoute } from '../check/routes.js';
-import type { HeaderOption, HttpRequestView } from '../check/types.js';
-import { jsonReply, type FlowContext } from './context.js';
+import type { HttpRequestView } from '../check/types.js';
+import { htmlReply, jsonReply, redirect } from '../decision/local-reply.js';
+import type { Decision, HeaderOption } from '../decision/types.js';
+import type { FlowContext } from './context.js';
 import { crossSiteSignal } from './cross-site.js';
 import type { OidcProvider } from './provider.js';
 import { RedirectGuard } from './redirect-target.js';
@@ -61,8 +61,6 @@ export async function handleLogout(
 }
 
 const CONFIRM_HEADERS: readonly HeaderOption[] = [
-  { key: 'content-type', value: 'text/html; charset=utf-8', append: false },
-  ...LOCAL_REPLY_HEADERS,
   // No script, style or frame: the page is one form; framing it would let another site trick the click.
   { key: 'content-security-policy', value: "default-src 'none'; base-uri 'none'; frame-ancestors 'none'", append: false },
   { key: 'x-frame-options', value: 'DENY', append: false },
@@ -80,5 +78,5 @@ function confirmLogout(path: string, detail: string): Decision {
     '<meta name="viewport" content="width=device-width"><title>Sign out</title></head>\n' +
     `<body><form method="post" action="${action}"><p>Another site asked to sign you out of this one.</p>` +
     '<button type="submit">Sign out</button></form></body></html>\n';
-  return { reason: 'logout_confirm', detail, response: { kind: 'deny', status: 200, grpcCode: GRPC.UNAUTHENTICATED, headers: CONFIRM_HEADERS, body } };
+  return htmlReply(200, 'logout_confirm', body, { headers: CONFIRM_HEADERS, detail });
 }
