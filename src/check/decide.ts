@@ -60,7 +60,7 @@ export class Decider {
   async decide(input: CheckInput): Promise<Decision> {
     const req = input.http;
     if (req === undefined) return this.tcp;
-    const route = this.d.routes.match(req.host, req.path);
+    const route = this.d.routes.match(req.host, req.path, req.scheme);
 
     if (route.action === 'deny') return forbidden('route_denied');
 

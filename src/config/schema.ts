@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { canonicalAuthority } from '../http/authority.js';
 
 /**
  * The one configuration schema. Every key has a default here, `docs/configuration.md` documents it, and
@@ -24,9 +25,13 @@ const httpHeaderName = z
 
 const absoluteUrl = z.url({ protocol: /^https?$/ });
 
+/** Lower-case ASCII, then the one host grammar route matching and the redirect guard use (`canonicalAuthority`). */
 const hostPattern = z
   .string()
-  .regex(/^(\*\.)?[a-z0-9.-]+(:\d+)?$|^\*$/, 'expected a host such as "app.example.com", "*.example.com" or "*"');
+  .regex(/^(\*\.)?[a-z0-9.-]+(:\d+)?$|^\*$/, 'expected a host such as "app.example.com", "*.example.com" or "*"')
+  .refine((p) => p === '*' || canonicalAuthority(p.startsWith('*.') ? p.slice(2) : p) !== undefined, {
+    message: 'expected DNS labels (a-z, 0-9, inner "-"), an optional trailing dot and an optional port up to 65535',
+  });
 
 const pathMatch = z
   .strictObject({
