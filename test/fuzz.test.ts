@@ -10,7 +10,9 @@ import { sanitizeUtf8 } from '../src/emulator/envoy.js';
 import { createLogger } from '../src/telemetry/logger.js';
 import { CheckClient } from './support/check-client.js';
 import { CookieJar } from './support/cookie-jar.js';
-import { NAVIGATE, TestBrowser, USERS, startTestIdp, until, type TestIdp } from './support/idp.js';
+import { NAVIGATE, TestBrowser } from './support/browser.js';
+import { USERS, startTestIdp, type TestIdp } from './support/idp.js';
+import { until } from './support/polling.js';
 import { TestIssuer } from './support/issuer.js';
 import { RawCheckClient, encodeRequest, pb, upstreamHeaders, type RawResponse } from './support/raw-check.js';
 

@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startStack, until, type Stack } from './support/idp.js';
+import { until } from './support/polling.js';
+import { startStack, type Stack } from './support/stack.js';
 
 // A real Chromium: its own cookie rules (SameSite, paths, Max-Age), Fetch Metadata headers and redirects.
 // Plain http, so the session cookie is not Secure here (Chromium refuses Secure cookies from http origins).
