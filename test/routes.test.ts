@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { RouteTable, canonicalPath, isAuthorized } from '../src/check/routes.js';
 import { parseConfig } from '../src/config/load.js';
+import { readings as serverReadings } from './support/path-readings.js';
 
 /*
  * RouteTable and canonicalPath built directly (no gRPC server): the path rules as properties over paths made of
@@ -27,52 +28,17 @@ const table = new RouteTable(
   ).routes,
 );
 
-/**
- * Every way a server behind the gateway might read a raw path: decoded or not, `\` as `/` or not, `;params` dropped
- * or not, `//` merged or not; then dot segments resolved. Plus the WHATWG URL parser's own reading. Undefined stands
- * for a reading that fails (a bad escape).
- */
+/** The shared model of server readings, plus the WHATWG URL parser's own (it takes `%2e` and `\\` as dots and slashes). */
 function readings(raw: string): Array<string | undefined> {
   const cut = Math.min(...['?', '#'].map((c) => (raw.includes(c) ? raw.indexOf(c) : raw.length)));
   const path = raw.slice(0, cut);
-  const out: Array<string | undefined> = [];
+  let whatwg: string | undefined;
   try {
-    out.push(new URL(`http://h${path.startsWith('/') ? path : `/${path}`}`).pathname.replace(/\/{2,}/g, '/'));
+    whatwg = new URL(`http://h${path.startsWith('/') ? path : `/${path}`}`).pathname.replace(/\/{2,}/g, '/');
   } catch {
-    out.push(undefined);
+    whatwg = undefined;
   }
-  for (const decode of [false, true]) {
-    if (decode && /%(?![0-9a-f]{2})/i.test(path)) {
-      out.push(undefined);
-      continue;
-    }
-    const d = decode ? path.replace(/%([0-9a-f]{2})/gi, (_, h: string) => String.fromCharCode(parseInt(h, 16))) : path;
-    for (const backslash of [false, true]) {
-      for (const params of [false, true]) {
-        for (const merge of [false, true]) {
-          let p = backslash ? d.replace(/\\/g, '/') : d;
-          if (params) p = p.split('/').map((s) => s.split(';')[0]).join('/');
-          if (!p.startsWith('/')) p = `/${p}`;
-          if (merge) p = p.replace(/\/{2,}/g, '/');
-          // Empty segments only change the resource when `..` meets them: compare the results with slashes merged.
-          out.push(removeDots(p).replace(/\/{2,}/g, '/'));
-        }
-      }
-    }
-  }
-  return out;
-}
-
-/** RFC 3986 section 5.2.4, written independently of the product's copy. */
-function removeDots(path: string): string {
-  const segments = path.split('/').slice(1);
-  const out: string[] = [];
-  for (const s of segments) {
-    if (s === '..') out.pop();
-    else if (s !== '.') out.push(s);
-  }
-  const last = segments[segments.length - 1];
-  return '/' + out.join('/') + ((last === '.' || last === '..') && out.length > 0 ? '/' : '');
+  return [whatwg, ...serverReadings(raw)];
 }
 
 const SEGMENTS = [
