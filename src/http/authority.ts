@@ -10,15 +10,8 @@ export interface CanonicalAuthority {
 }
 
 const MAX_HOST_LENGTH = 253;
-/** Printable ASCII only: `toLowerCase` on anything else can map to ASCII (U+212A KELVIN SIGN becomes "k"). */
-const ASCII = /^[\x21-\x7e]+$/;
-/**
- * DNS labels (letters, digits, inner hyphens) with one optional trailing dot, or an IPv6 literal; then an optional
- * port of 1-5 digits. Anything else (userinfo, a path, `%`, `_`, an empty port, two trailing dots) is not clean.
- */
-const CLEAN =
-  /^(?:((?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)\.?|(\[[0-9a-f:.]+\]))(?::([0-9]{1,5}))?$/;
-const MAX_LABEL = /[^.]{64}/;
+const MAX_LABEL_LENGTH = 63;
+const IPV6_CHARS = /^\[[0-9a-fA-F:.]+\]$/;
 
 /** The default port of an http(s) scheme, `''` for any other. */
 export function defaultPort(scheme: string): string {
@@ -35,25 +28,73 @@ export function defaultPort(scheme: string): string {
  * A-labels, so a non-ASCII authority is one nobody legitimate sends; it is refused, never mapped.
  */
 export function canonicalAuthority(authority: string, scheme = ''): CanonicalAuthority | undefined {
-  if (authority.length === 0 || authority.length > MAX_HOST_LENGTH + 7 || !ASCII.test(authority)) return undefined;
-  const m = CLEAN.exec(authority.toLowerCase());
-  if (m === null) return undefined;
-  let host: string;
-  if (m[1] !== undefined) {
-    host = m[1];
-    if (host.length > MAX_HOST_LENGTH || MAX_LABEL.test(host)) return undefined;
+  const length = authority.length;
+  if (length === 0 || length > MAX_HOST_LENGTH + 7) return undefined;
+  let host: string | undefined;
+  let hostEnd: number;
+  if (authority.charCodeAt(0) === 0x5b /* [ */) {
+    hostEnd = authority.indexOf(']') + 1;
+    if (hostEnd === 0) return undefined;
+    const literal = authority.slice(0, hostEnd);
+    host = IPV6_CHARS.test(literal) ? ipv6Literal(literal) : undefined;
   } else {
-    const ipv6 = ipv6Literal(m[2]!);
-    if (ipv6 === undefined) return undefined;
-    host = ipv6;
+    const colon = authority.indexOf(':');
+    hostEnd = colon === -1 ? length : colon;
+    host = dnsName(authority, hostEnd);
   }
-  let port = defaultPort(scheme);
-  if (m[3] !== undefined) {
-    const n = Number(m[3]);
-    if (n > 65535) return undefined;
-    port = String(n);
+  if (host === undefined) return undefined;
+  if (hostEnd === length) return { host, port: defaultPort(scheme) };
+  const port = portNumber(authority, hostEnd);
+  return port === undefined ? undefined : { host, port };
+}
+
+/**
+ * `authority[0, end)` as a lower-case DNS name without its one trailing dot, or undefined: a hand-written scan because
+ * this runs on every check, and a regex with a quantified label group backtracks on each label.
+ */
+function dnsName(authority: string, end: number): string | undefined {
+  if (authority.charCodeAt(end - 1) === 0x2e /* . */) end--; // one trailing dot: the absolute form of the same name
+  if (end <= 0 || end > MAX_HOST_LENGTH) return undefined;
+  let label = 0;
+  let previous = 0x2e;
+  let upper = false;
+  for (let i = 0; i < end; i++) {
+    const c = authority.charCodeAt(i);
+    if (c === 0x2e) {
+      if (label === 0 || previous === 0x2d) return undefined; // empty label, or one ending in "-"
+      label = 0;
+    } else {
+      if (c === 0x2d) {
+        if (label === 0) return undefined; // label starting with "-"
+      } else if (c >= 0x41 && c <= 0x5a) {
+        upper = true;
+      } else if (!((c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39))) {
+        // Only ASCII letters, digits and "-": anything else, non-ASCII included, is not clean. Lower-casing is ASCII
+        // only for the same reason: String#toLowerCase maps U+212A KELVIN SIGN to "k".
+        return undefined;
+      }
+      if (++label > MAX_LABEL_LENGTH) return undefined;
+    }
+    previous = c;
   }
-  return { host, port };
+  if (previous === 0x2d || previous === 0x2e) return undefined;
+  const name = end === authority.length ? authority : authority.slice(0, end);
+  return upper ? name.toLowerCase() : name;
+}
+
+/** The decimal port after the `:` at `colon`, without leading zeros; undefined unless 1-5 digits up to 65535. */
+function portNumber(authority: string, colon: number): string | undefined {
+  const digits = authority.length - colon - 1;
+  if (authority.charCodeAt(colon) !== 0x3a /* : */ || digits < 1 || digits > 5) return undefined;
+  let n = 0;
+  for (let i = colon + 1; i < authority.length; i++) {
+    const c = authority.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) return undefined;
+    n = n * 10 + (c - 0x30);
+  }
+  if (n > 65535) return undefined;
+  const text = authority.slice(colon + 1);
+  return text.charCodeAt(0) === 0x30 && digits > 1 ? String(n) : text;
 }
 
 /** `host[:port]` for a URL of `scheme`, the port left out when it is the scheme's default (as URL.origin does). */
