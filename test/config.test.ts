@@ -129,6 +129,14 @@ describe('config validation', () => {
     ]);
   });
 
+  it('skips only the runtime-file checks for renderers (runtimeFiles: false), never the other rules', () => {
+    const input = { issuers: [{ name: 'k', issuer: 'https://k.example', audiences: ['a'], caFile: '/missing/ca.crt' }] };
+    expect(issuesOf(() => parseConfig(input, 'files', env())).map((i) => i.path)).toEqual(['issuers.0.caFile']);
+    expect(parseConfig(input, 'render', env(), { runtimeFiles: false }).issuers[0]!.caFile).toBe('/missing/ca.crt');
+    const bad = { issuers: [input.issuers[0]!, { ...input.issuers[0]!, name: 'k2' }] };
+    expect(issuesOf(() => parseConfig(bad, 'render', env(), { runtimeFiles: false })).map((i) => i.path)).toEqual(['issuers.1.issuer']);
+  });
+
   it('rejects cookie keys that are not 32 bytes', () => {
     const issues = issuesOf(() => parseConfig({ session: { keys: ['short'] } }, 'test', env()));
     expect(issues).toEqual([{ path: 'session.keys.0', message: expect.stringMatching(/32 random bytes/) }]);

@@ -27,6 +27,15 @@ const processEnvironment: ConfigEnvironment = {
   readFile: (path) => readFileSync(path, 'utf8'),
 };
 
+/** How much of the validation to run; the defaults are what `check-config` and `serve` run. */
+export interface ParseOptions {
+  /**
+   * `false` skips the checks of files only the running server reads (CA bundles, token files, the TLS pair), for
+   * tools that only render the config elsewhere (`render istio` on a workstation has no in-pod CA). Default true.
+   */
+  runtimeFiles?: boolean;
+}
+
 /** The config path from `--config`, else `OIDC_EXT_AUTHZ_CONFIG`. */
 export function configPathFrom(flag: string | undefined, env: Record<string, string | undefined> = process.env): string {
   const path = flag ?? env.OIDC_EXT_AUTHZ_CONFIG;
@@ -35,18 +44,18 @@ export function configPathFrom(flag: string | undefined, env: Record<string, str
 }
 
 /** Reads, parses, validates and freezes a YAML (or JSON) config file. */
-export function loadConfigFile(path: string, environment: ConfigEnvironment = processEnvironment): Config {
+export function loadConfigFile(path: string, environment: ConfigEnvironment = processEnvironment, options: ParseOptions = {}): Config {
   let text: string;
   try {
     text = environment.readFile(path);
   } catch (err) {
     throw new ConfigError(path, [{ path: '', message: `cannot read file: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }]);
   }
-  return parseConfigText(text, path, environment);
+  return parseConfigText(text, path, environment, options);
 }
 
 /** Parses config text; YAML syntax errors are reported with line and column. */
-export function parseConfigText(text: string, source: string, environment: ConfigEnvironment = processEnvironment): Config {
+export function parseConfigText(text: string, source: string, environment: ConfigEnvironment = processEnvironment, options: ParseOptions = {}): Config {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(
@@ -54,14 +63,19 @@ export function parseConfigText(text: string, source: string, environment: Confi
       doc.errors.map((e) => ({ path: '', message: `YAML: ${e.message.split('\n')[0]}` })),
     );
   }
-  return parseConfig(doc.toJS() ?? {}, source, environment);
+  return parseConfig(doc.toJS() ?? {}, source, environment, options);
 }
 
 /**
  * The one validation, run by `check-config` and `serve` alike: the schema, then `validateConfig` (cross-references,
  * files the server will read), then secrets resolved from env and files; the result is deep-frozen.
  */
-export function parseConfig(input: unknown, source = 'config', environment: ConfigEnvironment = processEnvironment): Config {
+export function parseConfig(
+  input: unknown,
+  source = 'config',
+  environment: ConfigEnvironment = processEnvironment,
+  options: ParseOptions = {},
+): Config {
   const parsed = configSchema.safeParse(input);
   if (!parsed.success) {
     throw new ConfigError(
@@ -70,7 +84,7 @@ export function parseConfig(input: unknown, source = 'config', environment: Conf
     );
   }
   const config = parsed.data;
-  const issues = [...validateConfig(config, environment), ...resolveSecrets(config, environment)];
+  const issues = [...validateConfig(config, options.runtimeFiles === false ? undefined : environment), ...resolveSecrets(config, environment)];
   if (issues.length > 0) throw new ConfigError(source, issues);
   return deepFreeze(config);
 }

@@ -13,18 +13,19 @@ export interface FileReader {
 }
 
 /**
- * Every rule the schema alone cannot express: cross-references between sections, and the files the server will read.
+ * Every rule the schema alone cannot express: cross-references between sections, and (given `files`) the files the
+ * running server will read.
  * This is the one validation: `check-config` and `serve` both reach it through `parseConfig`, so a config that
  * `check-config` calls ok is a config `serve` starts with, and the units built from a parsed config do not re-check it.
  */
-export function validateConfig(config: Config, files: FileReader): ConfigIssue[] {
+export function validateConfig(config: Config, files: FileReader | undefined): ConfigIssue[] {
   return [
     ...issuerProblems(config.issuers),
     ...nameProblems(config.providers, 'providers'),
     ...routeProblems(config),
-    ...serverProblems(config, files),
+    ...serverProblems(config),
     ...sessionProblems(config),
-    ...fileProblems(config, files),
+    ...(files === undefined ? [] : fileProblems(config, files)),
   ];
 }
 
@@ -85,17 +86,13 @@ function routeProblems(config: Config): ConfigIssue[] {
   return issues;
 }
 
-function serverProblems(config: Config, files: FileReader): ConfigIssue[] {
+function serverProblems(config: Config): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
   const { grpc, admin } = config.server;
   if (grpc.workers > 0) {
     // Port 0 would give every worker process its own random port instead of one shared listener.
     if (grpc.port === 0) issues.push({ path: 'server.grpc.workers', message: 'expected a fixed server.grpc.port with workers, got port 0' });
     if (admin.port === 0) issues.push({ path: 'server.grpc.workers', message: 'expected a fixed server.admin.port with workers, got port 0' });
-  }
-  if (grpc.tls !== undefined) {
-    readable(files, grpc.tls.certFile, 'server.grpc.tls.certFile', issues, pemCertificate);
-    readable(files, grpc.tls.keyFile, 'server.grpc.tls.keyFile', issues, (text) => (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text) ? undefined : 'expected a PEM private key'));
   }
   return issues;
 }
@@ -137,6 +134,11 @@ function sessionProblems(config: Config): ConfigIssue[] {
  */
 function fileProblems(config: Config, files: FileReader): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
+  const tls = config.server.grpc.tls;
+  if (tls !== undefined) {
+    readable(files, tls.certFile, 'server.grpc.tls.certFile', issues, pemCertificate);
+    readable(files, tls.keyFile, 'server.grpc.tls.keyFile', issues, (text) => (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text) ? undefined : 'expected a PEM private key'));
+  }
   config.issuers.forEach((issuer, i) => {
     if (issuer.caFile !== undefined) readable(files, issuer.caFile, `issuers.${i}.caFile`, issues, nonEmpty);
     if (issuer.tokenFile !== undefined) readable(files, issuer.tokenFile, `issuers.${i}.tokenFile`, issues, nonEmpty);
