@@ -94,7 +94,7 @@ install_apt() {
       if command -v sudo >/dev/null; then
         sudo=(sudo)
       else
-        echo "apt: not root and no sudo: install these yourself: apt-get install ${APT_PACKAGES[*]}"
+        echo "apt: not root and no sudo; as root, run: apt-get update && apt-get install -y --no-install-recommends ${APT_PACKAGES[*]}" >&2
         SKIPPED+=(apt)
         return 0
       fi

@@ -61,6 +61,7 @@ describe('config validation', () => {
       userPrefix: '',
       groupsPrefix: '',
       requireEmailVerified: false,
+      allowUnverifiedEmail: false,
     });
     expect(issuer.jwks).toEqual({ maxAgeSeconds: 600, cooldownSeconds: 30, timeoutMs: 5000 });
   });

@@ -1,4 +1,3 @@
-import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
@@ -9,20 +8,15 @@ import { until } from './support/polling.js';
 import { freePort } from './support/ports.js';
 import { startStack, type Stack } from './support/stack.js';
 import { startRedis, type TestRedis } from './support/redis.js';
+import { CHROMIUM, hasChromium, toolMissing } from './support/tools.js';
 
 // The full browser login against a REAL Dex (v2.41.1, the Go binary scripts/install-tools.sh builds), configured
 // the way Kubeflow runs it (client kubeflow-oidc-authservice, plain-http issuer at /dex, no user prefix,
 // postLogoutRedirect /), once with cookie sessions and once with Redis sessions. Chromium does the browsing.
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const DEX = findDex();
-if (DEX === undefined) {
-  if (process.env.CI === 'true') throw new Error(DEX_MISSING);
-  console.warn(`skipping the Dex interop tests: ${DEX_MISSING}`);
-}
-const hasChromium = existsSync(CHROMIUM);
-if (!hasChromium) console.warn(`skipping the Dex interop tests: no Chromium at ${CHROMIUM} (bash scripts/install-tools.sh apt)`);
-const enabled = DEX !== undefined && hasChromium;
+if (DEX === undefined) toolMissing(DEX_MISSING);
+const enabled = DEX !== undefined && hasChromium();
 const redis: TestRedis | undefined = enabled ? await startRedis() : undefined;
 
 const SESSION = 'oidc_session'; // session.secure is off: Chromium refuses Secure cookies from http origins

@@ -11,6 +11,7 @@ import { exportJWK, exportSPKI, generateKeyPair, SignJWT, type CryptoKey, type J
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { configSchema, type BearerIssuerConfig } from '../src/config/schema.js';
 import { BearerVerifier, MAX_TOKEN_LENGTH, type VerifyOutcome } from '../src/token/verify.js';
+import { toolMissing } from './support/tools.js';
 
 // A real IdP on a loopback port: discovery + JWKS over node:http, keys made and tokens signed by jose.
 
@@ -598,7 +599,7 @@ const openssl = (() => {
     execFileSync('openssl', ['version'], { stdio: 'ignore' });
     return true;
   } catch {
-    return false;
+    return toolMissing('openssl not found: apt-get install -y openssl');
   }
 })();
 

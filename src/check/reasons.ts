@@ -24,11 +24,13 @@ export const REASONS = [
   'bearer_claims',
   'bearer_malformed',
   'forbidden_user',
+  'email_unverified',
   'tcp_denied',
   'callback_invalid',
   'callback_idp_error',
   'callback_success',
   'logout',
+  'logout_confirm',
   'session_invalid',
   'session_expired',
   // deny: infrastructure

@@ -6,12 +6,24 @@ import type { DenyResponse, HeaderOption } from './types.js';
 export const GRPC = { PERMISSION_DENIED: 7, UNAVAILABLE: 14, UNAUTHENTICATED: 16, INTERNAL: 13 } as const;
 
 const TEXT: HeaderOption = { key: 'content-type', value: 'text/plain; charset=utf-8', append: false };
-const NO_STORE: HeaderOption = { key: 'cache-control', value: 'no-store', append: false };
+
+/**
+ * Headers on every reply this service answers itself (pages, redirects, 401/403/503, JSON): the one list every
+ * local-reply builder starts from, here and in oidc/context.ts.
+ */
+export const LOCAL_REPLY_HEADERS: readonly HeaderOption[] = Object.freeze([
+  // Replies carry login state, Set-Cookie and per-user answers: never kept by a browser or a shared cache.
+  { key: 'cache-control', value: 'no-store', append: false },
+  // A text error page must never be sniffed into HTML or script by a browser.
+  { key: 'x-content-type-options', value: 'nosniff', append: false },
+  // Login and callback URLs carry state and codes: never leak them to the next site in a Referer.
+  { key: 'referrer-policy', value: 'no-referrer', append: false },
+]);
 
 /** A plain-text local reply. */
 export function deny(status: number, reason: Reason, body: string, headers: readonly HeaderOption[] = []): Decision {
   const grpcCode = status === 401 ? GRPC.UNAUTHENTICATED : status >= 500 ? GRPC.UNAVAILABLE : GRPC.PERMISSION_DENIED;
-  const response: DenyResponse = { kind: 'deny', status, grpcCode, headers: [TEXT, NO_STORE, ...headers], body };
+  const response: DenyResponse = { kind: 'deny', status, grpcCode, headers: [TEXT, ...LOCAL_REPLY_HEADERS, ...headers], body };
   return { reason, response };
 }
 
@@ -34,7 +46,7 @@ export function unavailable(reason: Reason, status: number): Decision {
 export function redirect(reason: Reason, location: string, setCookies: readonly string[]): Decision {
   const headers: HeaderOption[] = [
     { key: 'location', value: location, append: false },
-    NO_STORE,
+    ...LOCAL_REPLY_HEADERS,
     ...setCookies.map((value) => ({ key: 'set-cookie', value, append: false })),
   ];
   return { reason, response: { kind: 'deny', status: 302, grpcCode: GRPC.UNAUTHENTICATED, headers, body: '' } };

@@ -10,6 +10,7 @@ import { buildSession } from './tokens.js';
 
 const INVALID_PAGE =
   'Login failed: this sign-in link is invalid, has expired or was already used.\nGo back to the application and sign in again.\n';
+const UNVERIFIED_PAGE = 'Your account cannot be used here: its email address is not verified at the identity provider.\nVerify it there, then sign in again.\n';
 const SINGLE_PARAMS = ['state', 'code', 'iss', 'error'];
 
 /**
@@ -60,7 +61,7 @@ export async function handleCallback(
     atPath[0]?.count('callback_error');
     return page(400, 'callback_invalid', INVALID_PAGE, clear, 'login state belongs to another provider or issuer');
   }
-  const fail = (detail: string, reason: 'callback_invalid' | 'forbidden_user' = 'callback_invalid', status = 400, body = INVALID_PAGE) => {
+  const fail = (detail: string, reason: 'callback_invalid' | 'forbidden_user' | 'email_unverified' = 'callback_invalid', status = 400, body = INVALID_PAGE) => {
     provider.count('callback_error');
     return page(status, reason, body, clear, detail);
   };
@@ -103,6 +104,7 @@ export async function handleCallback(
   const built = await buildSession(provider, tokens, nowSeconds(ctx), undefined);
   if (!built.ok) {
     if (built.kind === 'identity') {
+      if (built.code === 'email_unverified') return fail(built.detail, 'email_unverified', 403, UNVERIFIED_PAGE);
       return fail(built.detail, 'forbidden_user', 403, 'Your account cannot be used here: the identity provider did not send a usable identity.\n');
     }
     if (built.failure.kind === 'unavailable') {

@@ -1,6 +1,6 @@
 import type { Decision } from '../check/browser.js';
 import type { Reason } from '../check/reasons.js';
-import { GRPC } from '../check/response.js';
+import { GRPC, LOCAL_REPLY_HEADERS } from '../check/response.js';
 import type { HeaderOption } from '../check/types.js';
 import type { SessionConfig } from '../config/schema.js';
 import type { LoginStateCookies } from '../session/login-state.js';
@@ -42,7 +42,6 @@ export function refreshDueAt(ctx: FlowContext, session: SessionData): number | u
 
 const TEXT: HeaderOption = { key: 'content-type', value: 'text/plain; charset=utf-8', append: false };
 const JSON_TYPE: HeaderOption = { key: 'content-type', value: 'application/json', append: false };
-const NO_STORE: HeaderOption = { key: 'cache-control', value: 'no-store', append: false };
 
 /** Set-Cookie lines as denied-response headers: each its own entry, `append` false (Envoy replaces the key, then adds all). */
 export function setCookieHeaders(lines: readonly string[]): HeaderOption[] {
@@ -60,7 +59,7 @@ export function allowedSetCookies(lines: readonly string[]): HeaderOption[] {
  */
 export function page(status: number, reason: Reason, body: string, setCookies: readonly string[], detail?: string, extra: readonly HeaderOption[] = []): Decision {
   const grpcCode = status === 401 ? GRPC.UNAUTHENTICATED : status >= 500 ? GRPC.UNAVAILABLE : GRPC.PERMISSION_DENIED;
-  const headers = [TEXT, NO_STORE, ...extra, ...setCookieHeaders(setCookies)];
+  const headers = [TEXT, ...LOCAL_REPLY_HEADERS, ...extra, ...setCookieHeaders(setCookies)];
   return { reason, response: { kind: 'deny', status, grpcCode, headers, body }, ...(detail ? { detail } : {}) };
 }
 
@@ -70,7 +69,7 @@ export function page(status: number, reason: Reason, body: string, setCookies: r
  * fetch() caller (Kubeflow's dashboard reads `afterLogoutURL`) without any upstream behind the path.
  */
 export function jsonReply(reason: Reason, body: unknown, setCookies: readonly string[]): Decision {
-  const headers = [JSON_TYPE, NO_STORE, ...setCookieHeaders(setCookies)];
+  const headers = [JSON_TYPE, ...LOCAL_REPLY_HEADERS, ...setCookieHeaders(setCookies)];
   return { reason, response: { kind: 'deny', status: 200, grpcCode: GRPC.UNAUTHENTICATED, headers, body: `${JSON.stringify(body)}\n` } };
 }
 

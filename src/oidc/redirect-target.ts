@@ -82,6 +82,13 @@ export class RedirectGuard {
     return `${scheme}://${formatAuthority(dest, scheme)}${url.pathname}${url.search}`;
   }
 
+  /** Whether `url`'s host and port are one of `session.allowedRedirectHosts`, compared in canonical form. */
+  allowsHost(url: URL): boolean {
+    const scheme = url.protocol.slice(0, -1);
+    const dest = canonicalAuthority(url.host, scheme);
+    return dest !== undefined && this.allowedHost(dest, scheme);
+  }
+
   private allowedHost(target: CanonicalAuthority, scheme: string): boolean {
     const fallbackPort = defaultPort(scheme);
     const portOk = (port: string) => (port === '' ? fallbackPort : port) === target.port;

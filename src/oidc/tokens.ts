@@ -1,5 +1,5 @@
 import * as client from 'openid-client';
-import { identityFromClaims } from '../identity/claims.js';
+import { identityFromClaims, type ClaimsFailureCode } from '../identity/claims.js';
 import type { Identity } from '../identity/types.js';
 import type { SessionData } from '../session/types.js';
 import { classifyIdpError, type IdpFailure, type OidcProvider } from './provider.js';
@@ -15,7 +15,7 @@ type TokenResponse = Awaited<ReturnType<typeof client.refreshTokenGrant>>;
 export type SessionBuild =
   | { ok: true; session: SessionData }
   /** `identity`: the claims do not map to a usable identity (the user is refused); `idp`: userinfo failed. */
-  | { ok: false; kind: 'identity'; detail: string }
+  | { ok: false; kind: 'identity'; code: ClaimsFailureCode; detail: string }
   | { ok: false; kind: 'idp'; failure: IdpFailure };
 
 /**
@@ -37,7 +37,7 @@ export async function buildSession(
   const idClaims = tokens.claims() as Record<string, unknown> | undefined;
   const subject = (idClaims?.sub as string | undefined) ?? previous?.subject;
   const issuer = (idClaims?.iss as string | undefined) ?? previous?.issuer;
-  if (typeof subject !== 'string' || typeof issuer !== 'string') return { ok: false, kind: 'identity', detail: 'no ID token in the token response' };
+  if (typeof subject !== 'string' || typeof issuer !== 'string') return { ok: false, kind: 'identity', code: 'claims', detail: 'no ID token in the token response' };
 
   let claims: Record<string, unknown> | undefined = idClaims;
   if (provider.config.userinfo && tokens.access_token) {
@@ -53,10 +53,10 @@ export async function buildSession(
   let identity: Identity | undefined = previous?.identity;
   if (claims !== undefined) {
     const mapped = identityFromClaims(claims, provider.config.claims, provider.name);
-    if (!mapped.ok) return { ok: false, kind: 'identity', detail: mapped.detail };
+    if (!mapped.ok) return { ok: false, kind: 'identity', code: mapped.code, detail: mapped.detail };
     identity = mapped.identity;
   }
-  if (identity === undefined) return { ok: false, kind: 'identity', detail: 'no claims to build an identity from' };
+  if (identity === undefined) return { ok: false, kind: 'identity', code: 'claims', detail: 'no claims to build an identity from' };
 
   const expiries: number[] = [];
   const expiresIn = tokens.expiresIn();

@@ -174,7 +174,7 @@ export class BearerVerifier {
     const bad = claimsFailure(claims, issuer, Math.floor(this.now()));
     if (bad !== undefined) return bad;
     const mapped = identityFromClaims(claims, issuer.config.claims, name);
-    if (!mapped.ok) return fail('bearer_claims', mapped.detail);
+    if (!mapped.ok) return fail(mapped.code === 'email_unverified' ? 'email_unverified' : 'bearer_claims', mapped.detail);
     return { ok: true, identity: mapped.identity, expiresAt: claims.exp as number, issuer: name };
   }
 }
