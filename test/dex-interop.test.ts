@@ -4,7 +4,9 @@ import { chromium, type Browser, type BrowserContext, type Page } from 'playwrig
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SHARED_STATE_CACHE_MS } from '../src/oidc/session-check.js';
 import { DEX_MISSING, DEX_USER, findDex, startDex, type TestDex } from './support/dex.js';
-import { freePort, startStack, until, type Stack } from './support/idp.js';
+import { until } from './support/polling.js';
+import { freePort } from './support/ports.js';
+import { startStack, type Stack } from './support/stack.js';
 import { startRedis, type TestRedis } from './support/redis.js';
 import { CHROMIUM, hasChromium, toolMissing } from './support/tools.js';
 

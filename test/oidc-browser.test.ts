@@ -2,7 +2,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startStack, until, type Stack } from './support/idp.js';
+import { until } from './support/polling.js';
+import { startStack, type Stack } from './support/stack.js';
 import { CHROMIUM, hasChromium } from './support/tools.js';
 
 // A real Chromium: its own cookie rules (SameSite, paths, Max-Age), Fetch Metadata headers and redirects.

@@ -5,7 +5,7 @@ import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
-import { freePort } from './idp.js';
+import { freePort } from './ports.js';
 
 /** A real Dex (the Go binary `bash scripts/install-tools.sh dex` builds) on loopback, for one test file. */
 export interface TestDex {
