@@ -3,7 +3,7 @@ import { DecisionCache } from '../check/cache.js';
 import { canonicalPath, type CompiledRoute } from '../check/routes.js';
 import type { HttpRequestView } from '../check/types.js';
 import type { Config, SessionConfig } from '../config/schema.js';
-import { cookieName, ownCookieMatcher, parseCookies, readChunked } from '../session/cookies.js';
+import { COOKIE_SEPARATORS, cookieName, ownCookieMatcher, parseCookies, readChunked } from '../session/cookies.js';
 import type { KeyRing } from '../session/key-ring.js';
 import type { LoginStateCookies } from '../session/login-state.js';
 import { StoreUnavailableError, type SessionStore } from '../session/types.js';
@@ -165,7 +165,7 @@ export class OidcBrowserFlow implements BrowserFlow {
     if (!cookieHeader.includes(this.sessionName)) return { changed: false, value: cookieHeader };
     const kept: string[] = [];
     let changed = false;
-    for (const piece of cookieHeader.split(';')) {
+    for (const piece of cookieHeader.split(COOKIE_SEPARATORS)) {
       const trimmed = piece.trim();
       if (trimmed === '') continue;
       const eq = trimmed.indexOf('=');
