@@ -30,6 +30,7 @@ export interface FakeAuthz {
   close(): void;
 }
 
+/** Starts the fake on a free loopback port; it answers `{}` (allow) until a test sets `script`. */
 export async function startFakeAuthz(): Promise<FakeAuthz> {
   const definition = loadSync('envoy/service/auth/v3/external_auth.proto', {
     includeDirs: [fileURLToPath(new URL('../../proto/', import.meta.url))],
@@ -61,13 +62,16 @@ export async function startFakeAuthz(): Promise<FakeAuthz> {
   return fake;
 }
 
+/** A header option with `append: false` (replace). */
 export const set = (key: string, value: string): HeaderValueOption => ({ header: { key, value }, append: { value: false } });
+/** A header option with `append: true` (append on a request, a separate line on a response). */
 export const add = (key: string, value: string): HeaderValueOption => ({ header: { key, value }, append: { value: true } });
 /** A header option without the `append` wrapper: `append_action` (default APPEND_IF_EXISTS_OR_ADD) decides on main. */
 export const bare = (key: string, value: string, appendAction?: number): HeaderValueOption => ({
   header: { key, value },
   ...(appendAction === undefined ? {} : { append_action: appendAction }),
 });
+/** A denial (gRPC PERMISSION_DENIED) with this HTTP status, headers and body. */
 export const denied = (code: number, headers: HeaderValueOption[], body = ''): CheckResponse => ({
   status: { code: 7 },
   denied_response: { status: { code }, headers, body },
