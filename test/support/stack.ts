@@ -4,11 +4,12 @@ import { createApp, type App } from '../../src/app.js';
 import { parseConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { startEchoUpstream, type EchoUpstream } from '../../src/emulator/echo-upstream.js';
-import { startGateway, type Gateway } from '../../src/emulator/gateway.js';
+import { startGateway, type CustomPolicy, type EnvoyVersion, type Gateway } from '../../src/emulator/gateway.js';
 import type { DevClient, DevTtl } from '../../src/oidc/dev-idp.js';
 import { createLogger } from '../../src/telemetry/logger.js';
 import { USERS, startTestIdp, type TestIdp } from './idp.js';
 import { freePort } from './ports.js';
+import type { TestCa } from './test-ca.js';
 
 export interface StackOptions {
   /** Merged into the `session` config (keys are generated). */
@@ -36,6 +37,12 @@ export interface StackOptions {
   gatewayPort?: number;
   /** Collects every log line of every replica at debug level (instead of OIDC_TEST_LOG / silent). */
   logs?: string[];
+  /** The gateways serve https (HTTP/2 or HTTP/1.1) with this CA's certificate; `base` is then https. */
+  tls?: TestCa;
+  /** The Envoy semantics of every gateway (default: EMULATOR_ENVOY, else 1.36). */
+  envoyVersion?: EnvoyVersion;
+  /** Check only the requests this CUSTOM policy matches, as Istio does (default: every request). */
+  customPolicy?: CustomPolicy;
 }
 
 /** IdP + N product replicas (createApp) + N Envoy emulators + one echo upstream, all on loopback. */
@@ -48,7 +55,7 @@ export interface Stack {
   apps: App[];
   gateways: Gateway[];
   echo: EchoUpstream;
-  /** `http://app.example.test:<port of gateway 0>`: the host name every replica serves. */
+  /** `http(s)://app.example.test:<port of gateway 0>`: the host name every replica serves. */
   base: string;
   /** Seconds added to the product's clock (the IdP keeps real time). */
   skew: number;
@@ -61,7 +68,7 @@ export interface Stack {
 /** Starts a Stack (see above): the IdP first (unless down or external), then each replica and its gateway. */
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const [gwPort, idpPort] = [options.gatewayPort ?? (await freePort()), await freePort()];
-  const base = `http://app.example.test:${gwPort}`;
+  const base = `${options.tls ? 'https' : 'http'}://app.example.test:${gwPort}`;
   const issuer = options.externalIssuer ?? `http://127.0.0.1:${idpPort}`;
   const external = options.externalIssuer !== undefined;
   const startIdp = () =>
@@ -132,10 +139,13 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     },
     events: (event, replica = 0) => stack.apps[replica]!.metrics.providerEvents.value({ provider: config.providers[0]!.name, event }),
     async close() {
+      const unexpressible = stack.gateways.flatMap((g) => g.errors);
       for (const g of stack.gateways) await g.close();
       for (const a of stack.apps) await a.stop();
       await stack.echo.close();
       await stack.idp?.close();
+      // A mutation the emulator could not write was answered 502; fail the file even if no assertion looked.
+      if (unexpressible.length > 0) throw new Error(`the gateway emulator could not express: ${unexpressible.join('; ')}`);
     },
   };
   const level = process.env.OIDC_TEST_LOG ?? 'silent';
@@ -154,7 +164,16 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     const app = createApp(config, { logger, now: () => Date.now() + stack.skew * 1000 });
     await app.start();
     stack.apps.push(app);
-    stack.gateways.push(await startGateway({ authzAddress: `127.0.0.1:${app.grpcPort}`, upstream: stack.echo.url, port: i === 0 ? gwPort : 0 }));
+    stack.gateways.push(
+      await startGateway({
+        authzAddress: `127.0.0.1:${app.grpcPort}`,
+        upstream: stack.echo.url,
+        port: i === 0 ? gwPort : 0,
+        ...(options.tls ? { tls: options.tls } : {}),
+        ...(options.envoyVersion ? { envoyVersion: options.envoyVersion } : {}),
+        ...(options.customPolicy ? { customPolicy: options.customPolicy } : {}),
+      }),
+    );
   }
   return stack;
 }
