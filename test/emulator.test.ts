@@ -56,8 +56,9 @@ describe.each(ENVOY_VERSIONS)('Envoy %s', (version) => {
   let gwOpen: Gateway;
 
   beforeAll(async () => {
-    gw = await startGateway({ authzAddress: authz.address, upstream: echo.url, timeoutMs: 300, envoyVersion: version });
-    gwOpen = await startGateway({ authzAddress: authz.address, upstream: echo.url, timeoutMs: 300, failOpen: true, envoyVersion: version });
+    // Long enough for a first call on a loaded 2-core machine (300 ms timed out there); the timeout case hangs anyway.
+    gw = await startGateway({ authzAddress: authz.address, upstream: echo.url, timeoutMs: 1500, envoyVersion: version });
+    gwOpen = await startGateway({ authzAddress: authz.address, upstream: echo.url, timeoutMs: 1500, failOpen: true, envoyVersion: version });
     expect(gw.envoyVersion).toBe(version);
   });
 

@@ -80,18 +80,11 @@ describe.each(ENVOY_VERSIONS)('the product behind Envoy %s', (version) => {
     const browser = new TestBrowser();
     const { callback } = await loginAt(browser, stack.base, '/notebooks/', 'alice', gw.port);
     expect(callback.status).toBe(302);
-    if (version === '1.36') {
-      expect(cookieNames(callback.setCookies)).toContain(SESSION);
-      expect(callback.setCookies.length).toBeGreaterThan(1);
-    } else {
-      // KNOWN GAP on main: the product writes every denied header with `append: false`, which main applies as an
-      // ordered list of sets, so only the last Set-Cookie line survives and the browser never gets its session.
-      // Fix in src/check/wire.ts: write denied headers without `append` (kept on 1.36, added on main). This
-      // expectation then fails; make it the 1.36 one.
-      expect(callback.setCookies).toHaveLength(1);
-      expect(cookieNames(callback.setCookies)).not.toContain(SESSION);
-    }
+    // Main applies denied headers as one ordered list, where append:false overwrites: only the last Set-Cookie would
+    // survive. Set-Cookie goes out without `append` (main then adds each line, 1.36 replaces then adds them all).
+    expect(cookieNames(callback.setCookies)).toContain(SESSION);
+    expect(callback.setCookies.length).toBeGreaterThan(1);
     const next = await browser.request(`${stack.base}/notebooks/`, { headers: { ...NAVIGATE }, connectPort: gw.port });
-    expect(next.status).toBe(version === '1.36' ? 200 : 302);
+    expect(next.status).toBe(200);
   });
 });

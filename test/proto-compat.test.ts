@@ -563,8 +563,8 @@ function expectedDecoded(value: CheckResponseValue): DecodedCheckResponse {
     const copy = (list: readonly HeaderOption[]) => list.map((h) => ({ ...h }));
     return { status: 0, ok: { headers: copy(headers), headersToRemove: [...headersToRemove], responseHeaders: copy(responseHeaders) } };
   }
-  // Denied headers are always sent with append false (see encodeCheckResponse).
-  const headers = value.headers.map((h) => ({ ...h, append: false }));
+  // Denied headers: Set-Cookie without `append`, every other header with append false (see appendBytes).
+  const headers = value.headers.map((h) => ({ ...h, append: h.key === 'set-cookie' ? undefined : false }));
   return { status: value.grpcCode, denied: { status: value.status, headers, body: value.body } };
 }
 
