@@ -408,15 +408,15 @@ describe('hand codec: CheckResponse', () => {
     expect(upstreamResponse(bare)).toEqual({ status: {}, ok_response: {} });
   });
 
-  it('deny: status code, HttpStatus, every header with append explicitly false, body', () => {
+  it('deny: status code, HttpStatus, append explicitly false except on Set-Cookie (unset: Envoy main adds each), body', () => {
     expect(upstreamResponse(encodeCheckResponse(denyValue))).toEqual({
       status: { code: 16 },
       denied_response: {
         status: { code: 302 },
         headers: [
           { header: { key: 'location', value: 'https://idp.example.com/auth?state=s' }, append: {} },
-          { header: { key: 'set-cookie', value: 'st=1' }, append: {} },
-          { header: { key: 'set-cookie', value: 'st2=2' }, append: {} },
+          { header: { key: 'set-cookie', value: 'st=1' } },
+          { header: { key: 'set-cookie', value: 'st2=2' } },
         ],
       },
     });
