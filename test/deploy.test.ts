@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parse, parseAllDocuments } from 'yaml';
+import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
 import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
@@ -29,57 +29,20 @@ import { IstioOperator } from '@kubernetes-models/istio/install.istio.io/v1alpha
 import { parseConfigText, type ConfigEnvironment } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
 import { hostsFromRoutes, policyHosts, renderIstio } from '../src/render-istio.js';
+import { CHART, findRenderTools, HELM_VARIANTS, OVERLAYS, parseManifests, renderChart, renderKustomize, ROOT, run, type Obj } from './support/manifests.js';
 
 /** Container env vars that may carry a literal value: runtime settings, never secrets. */
 const LITERAL_ENV: ReadonlySet<string> = new Set(['NODE_OPTIONS']);
 
-const root = join(import.meta.dirname, '..');
-const toolsBin = join(root, '.cache/tools/bin');
+const root = ROOT;
 const FAKE_KEY = Buffer.alloc(32, 7).toString('base64');
 /** Every `{env:}` secret resolves to a valid 32-byte key; every `{file:}` too. */
 const fakeEnvironment: ConfigEnvironment = { env: new Proxy({}, { get: () => FAKE_KEY }), readFile: () => FAKE_KEY };
 
-// ---- tools ---------------------------------------------------------------------------------------------------------
-
-interface Tools {
-  kustomize: string;
-  helm: string;
-}
-
-/** kustomize and helm from .cache/tools/bin, built once by scripts/install-tools.sh when missing. */
-function findTools(): { tools?: Tools; problem?: string } {
-  const paths = { kustomize: join(toolsBin, 'kustomize'), helm: join(toolsBin, 'helm') };
-  const present = () => existsSync(paths.kustomize) && existsSync(paths.helm);
-  if (!present()) {
-    const run = spawnSync('bash', [join(root, 'scripts/install-tools.sh'), 'kustomize', 'helm'], {
-      cwd: root,
-      encoding: 'utf8',
-      timeout: 15 * 60_000,
-    });
-    if (!present()) {
-      const why = run.error ? String(run.error) : `exit ${run.status}: ${(run.stderr || run.stdout).trim().split('\n').slice(-5).join(' | ')}`;
-      return {
-        problem:
-          `kustomize and helm are missing from .cache/tools/bin and scripts/install-tools.sh could not build them (${why}). ` +
-          'Install them with `bash scripts/install-tools.sh kustomize helm` (needs Go and the Go module proxy).',
-      };
-    }
-  }
-  return { tools: paths };
-}
-
-const found = findTools();
+const found = findRenderTools();
 const tools = found.tools;
 
-function run(cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { cwd: root, encoding: 'utf8', timeout: 120_000, maxBuffer: 64 * 1024 * 1024 });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status ?? r.error}):\n${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
-
 // ---- objects and schemas -------------------------------------------------------------------------------------------
-
-type Obj = Record<string, any>;
 
 interface Validatable {
   validate(): void;
@@ -98,14 +61,6 @@ const MODELS: Record<string, new (data: never) => Validatable> = {
   'security.istio.io/v1/AuthorizationPolicy': AuthorizationPolicy,
   'install.istio.io/v1alpha1/IstioOperator': IstioOperator,
 };
-
-function parseManifests(text: string, source: string): Obj[] {
-  return parseAllDocuments(text).flatMap((doc) => {
-    if (doc.errors.length > 0) throw new Error(`${source}: ${doc.errors[0]!.message}`);
-    const value = doc.toJS() as Obj | null;
-    return value ? [value] : [];
-  });
-}
 
 /** Schema validation; an apiVersion/kind without a model fails, so a new kind is added here on purpose. */
 function validateSchema(obj: Obj, source: string): void {
@@ -371,10 +326,7 @@ function meshProvidersFromNotes(notes: string, source: string): MeshProvider[] {
 
 // ---- tests ---------------------------------------------------------------------------------------------------------
 
-const overlays = readdirSync(join(root, 'deploy/overlays'), { withFileTypes: true })
-  .filter((d) => d.isDirectory())
-  .map((d) => d.name)
-  .sort();
+const overlays = OVERLAYS;
 
 describe('deploy tools', () => {
   it('kustomize and helm are available (CI fails without them; locally the manifest tests skip)', (ctx) => {
@@ -393,7 +345,7 @@ describe.skipIf(!tools)('kustomize', () => {
 
   it.each(overlays)('deploy/overlays/%s renders, validates and is consistent', (overlay) => {
     const source = `deploy/overlays/${overlay}`;
-    const objects = parseManifests(run(tools!.kustomize, ['build', join(root, source)]), source);
+    const objects = renderKustomize(tools!, source);
     checkInstall({ source, objects, meshProviders: meshProvidersFromFiles() });
     if (overlay === 'redis') {
       const { config, raw } = oidcConfigs(objects, source)[0]!;
@@ -431,7 +383,7 @@ describe.skipIf(!tools)('kustomize', () => {
   });
 
   it('the base renders on its own (no Istio objects, no Secret)', () => {
-    const objects = parseManifests(run(tools!.kustomize, ['build', join(root, 'deploy/base')]), 'deploy/base');
+    const objects = renderKustomize(tools!, 'deploy/base');
     for (const obj of objects) validateSchema(obj, 'deploy/base');
     expect(kindOf(objects, 'Secret')).toEqual([]);
     expect(oidcConfigs(objects, 'deploy/base')[0]!.config.session).toMatchObject({ store: 'cookie', secure: true });
@@ -439,19 +391,8 @@ describe.skipIf(!tools)('kustomize', () => {
 });
 
 describe.skipIf(!tools)('helm chart', () => {
-  const chart = join(root, 'deploy/helm/oidc-ext-authz');
-  const variants: Record<string, string[]> = {
-    default: [],
-    'policy on a classic gateway': ['--set', 'authorizationPolicy.enabled=true'],
-    'policy on a Gateway API Gateway, all hosts': [
-      '--set', 'authorizationPolicy.enabled=true', '--set', 'authorizationPolicy.gatewayRef.name=app-gateway',
-      '--set', 'authorizationPolicy.namespace=istio-ingress', '--set', 'authorizationPolicy.hosts=null',
-      '--set-json', 'config.routes=[{"path":{"prefix":"/"},"action":"protect"}]',
-    ],
-    'redis sessions, two cookie keys': [
-      '--set', 'redis.enabled=true', '--set', 'redis.existingSecret.name=redis', '--set', 'existingSecret.cookieKeys.keys={cookie-key,cookie-key-old}',
-    ],
-  };
+  const chart = CHART;
+  const variants = HELM_VARIANTS;
 
   it('helm lint passes for every variant', () => {
     for (const args of Object.values(variants)) expect(run(tools!.helm, ['lint', '--strict', chart, ...args])).toMatch(/0 chart\(s\) failed/);
@@ -467,7 +408,7 @@ describe.skipIf(!tools)('helm chart', () => {
     const objects = parseManifests(manifest, source);
     const meshProviders = meshProvidersFromNotes(notes, source);
     checkInstall({ source, objects, meshProviders });
-    expect(parseManifests(run(tools!.helm, ['template', 'authz', chart, '--namespace', 'authz-system', ...args]), source)).toEqual(objects);
+    expect(renderChart(tools!, args, source)).toEqual(objects);
     expect(meshProviders[0]!.service).toBe('authz-oidc-ext-authz.authz-system.svc.cluster.local');
     const { config } = oidcConfigs(objects, source)[0]!;
     if (name.startsWith('redis')) {

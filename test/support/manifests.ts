@@ -1,0 +1,87 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+
+/** A Kubernetes object as parsed from YAML. */
+export type Obj = Record<string, any>;
+
+export const ROOT = join(import.meta.dirname, '..', '..');
+const toolsBin = join(ROOT, '.cache/tools/bin');
+
+export interface RenderTools {
+  kustomize: string;
+  helm: string;
+}
+
+/** kustomize and helm from .cache/tools/bin, built once by scripts/install-tools.sh when missing. */
+export function findRenderTools(): { tools?: RenderTools; problem?: string } {
+  const paths = { kustomize: join(toolsBin, 'kustomize'), helm: join(toolsBin, 'helm') };
+  const present = () => existsSync(paths.kustomize) && existsSync(paths.helm);
+  if (!present()) {
+    const run = spawnSync('bash', [join(ROOT, 'scripts/install-tools.sh'), 'kustomize', 'helm'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      timeout: 15 * 60_000,
+    });
+    if (!present()) {
+      const why = run.error ? String(run.error) : `exit ${run.status}: ${(run.stderr || run.stdout).trim().split('\n').slice(-5).join(' | ')}`;
+      return {
+        problem:
+          `kustomize and helm are missing from .cache/tools/bin and scripts/install-tools.sh could not build them (${why}). ` +
+          'Install them with `bash scripts/install-tools.sh kustomize helm` (needs Go and the Go module proxy).',
+      };
+    }
+  }
+  return { tools: paths };
+}
+
+/** Runs a tool in the repository root; throws with its output unless it exits 0. */
+export function run(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { cwd: ROOT, encoding: 'utf8', timeout: 120_000, maxBuffer: 64 * 1024 * 1024 });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status ?? r.error}):\n${r.stderr}${r.stdout}`);
+  return r.stdout;
+}
+
+/** Every non-empty document of a multi-document YAML text; a syntax error names `source`. */
+export function parseManifests(text: string, source: string): Obj[] {
+  return parseAllDocuments(text).flatMap((doc) => {
+    if (doc.errors.length > 0) throw new Error(`${source}: ${doc.errors[0]!.message}`);
+    const value = doc.toJS() as Obj | null;
+    return value ? [value] : [];
+  });
+}
+
+/** The kustomize overlays under deploy/overlays, sorted. */
+export const OVERLAYS = readdirSync(join(ROOT, 'deploy/overlays'), { withFileTypes: true })
+  .filter((d) => d.isDirectory())
+  .map((d) => d.name)
+  .sort();
+
+export const CHART = join(ROOT, 'deploy/helm/oidc-ext-authz');
+export const CHART_RELEASE = 'authz';
+export const CHART_NAMESPACE = 'authz-system';
+
+/** The chart's documented value sets (deploy/helm/oidc-ext-authz/README.md), as `helm` arguments. */
+export const HELM_VARIANTS: Record<string, string[]> = {
+  default: [],
+  'policy on a classic gateway': ['--set', 'authorizationPolicy.enabled=true'],
+  'policy on a Gateway API Gateway, all hosts': [
+    '--set', 'authorizationPolicy.enabled=true', '--set', 'authorizationPolicy.gatewayRef.name=app-gateway',
+    '--set', 'authorizationPolicy.namespace=istio-ingress', '--set', 'authorizationPolicy.hosts=null',
+    '--set-json', 'config.routes=[{"path":{"prefix":"/"},"action":"protect"}]',
+  ],
+  'redis sessions, two cookie keys': [
+    '--set', 'redis.enabled=true', '--set', 'redis.existingSecret.name=redis', '--set', 'existingSecret.cookieKeys.keys={cookie-key,cookie-key-old}',
+  ],
+};
+
+/** `kustomize build` of a directory under the repository root. */
+export function renderKustomize(tools: RenderTools, dir: string): Obj[] {
+  return parseManifests(run(tools.kustomize, ['build', join(ROOT, dir)]), dir);
+}
+
+/** `helm template` of the chart as release `authz` in `authz-system` with one value set. */
+export function renderChart(tools: RenderTools, args: readonly string[], source: string): Obj[] {
+  return parseManifests(run(tools.helm, ['template', CHART_RELEASE, CHART, '--namespace', CHART_NAMESPACE, ...args]), source);
+}
