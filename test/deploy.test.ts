@@ -22,6 +22,7 @@ import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBu
 import { Secret } from 'kubernetes-models/v1/Secret';
 import { Service } from 'kubernetes-models/v1/Service';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
+import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
 import { Gateway } from '@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/Gateway';
 import { HTTPRoute } from '@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/HTTPRoute';
 import { AuthorizationPolicy } from '@kubernetes-models/istio/security.istio.io/v1/AuthorizationPolicy';
@@ -29,6 +30,7 @@ import { IstioOperator } from '@kubernetes-models/istio/install.istio.io/v1alpha
 import { parseConfigText, type ConfigEnvironment } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
 import { hostsFromRoutes, policyHosts, renderIstio } from '../src/render-istio.js';
+import { checkNetworkPolicy } from './support/network-policy-check.js';
 import { CHART, findRenderTools, HELM_VARIANTS, OVERLAYS, parseManifests, renderChart, renderKustomize, ROOT, run, type Obj } from './support/manifests.js';
 
 /** Container env vars that may carry a literal value: runtime settings, never secrets. */
@@ -56,6 +58,7 @@ const MODELS: Record<string, new (data: never) => Validatable> = {
   'apps/v1/Deployment': Deployment,
   'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
   'rbac.authorization.k8s.io/v1/ClusterRoleBinding': ClusterRoleBinding,
+  'networking.k8s.io/v1/NetworkPolicy': NetworkPolicy,
   'gateway.networking.k8s.io/v1/Gateway': Gateway,
   'gateway.networking.k8s.io/v1/HTTPRoute': HTTPRoute,
   'security.istio.io/v1/AuthorizationPolicy': AuthorizationPolicy,
@@ -150,6 +153,8 @@ function checkCustomPolicy(policy: Obj, source: string): { provider: string; hos
 interface Install {
   source: string;
   objects: Obj[];
+  /** Whether this install ships the service's NetworkPolicy (checked against the config when it does). */
+  networkPolicy: boolean;
   /** meshConfig providers that this install is documented to be used with. */
   meshProviders: MeshProvider[];
 }
@@ -275,6 +280,9 @@ function checkInstall(install: Install): void {
   );
   expect(pdb?.spec.minAvailable, `${source}: PodDisruptionBudget`).toBe(1);
 
+  if (install.networkPolicy) checkNetworkPolicy(objects, config, podLabels, source);
+  else expect(kindOf(objects, 'NetworkPolicy'), `${source}: NetworkPolicy switched off`).toEqual([]);
+
   // Istio: provider <-> Service, provider <-> policies, policies <-> the config's hosts.
   expect(install.meshProviders.length, `${source}: meshConfig provider`).toBeGreaterThan(0);
   for (const provider of install.meshProviders) {
@@ -346,7 +354,7 @@ describe.skipIf(!tools)('kustomize', () => {
   it.each(overlays)('deploy/overlays/%s renders, validates and is consistent', (overlay) => {
     const source = `deploy/overlays/${overlay}`;
     const objects = renderKustomize(tools!, source);
-    checkInstall({ source, objects, meshProviders: meshProvidersFromFiles() });
+    checkInstall({ source, objects, meshProviders: meshProvidersFromFiles(), networkPolicy: true });
     if (overlay === 'redis') {
       const { config, raw } = oidcConfigs(objects, source)[0]!;
       const base = parse(readFileSync(join(root, 'deploy/base/config.yaml'), 'utf8')) as Obj;
@@ -386,6 +394,8 @@ describe.skipIf(!tools)('kustomize', () => {
     const objects = renderKustomize(tools!, 'deploy/base');
     for (const obj of objects) validateSchema(obj, 'deploy/base');
     expect(kindOf(objects, 'Secret')).toEqual([]);
+    // The NetworkPolicy is a component the overlays list, so it can be left out.
+    expect(kindOf(objects, 'NetworkPolicy')).toEqual([]);
     expect(oidcConfigs(objects, 'deploy/base')[0]!.config.session).toMatchObject({ store: 'cookie', secure: true });
   });
 });
@@ -407,7 +417,7 @@ describe.skipIf(!tools)('helm chart', () => {
     const notes = out.slice(out.indexOf('\nNOTES:') + 1);
     const objects = parseManifests(manifest, source);
     const meshProviders = meshProvidersFromNotes(notes, source);
-    checkInstall({ source, objects, meshProviders });
+    checkInstall({ source, objects, meshProviders, networkPolicy: !args.includes('networkPolicy.enabled=false') });
     expect(renderChart(tools!, args, source)).toEqual(objects);
     expect(meshProviders[0]!.service).toBe('authz-oidc-ext-authz.authz-system.svc.cluster.local');
     const { config } = oidcConfigs(objects, source)[0]!;

@@ -74,6 +74,13 @@ export const HELM_VARIANTS: Record<string, string[]> = {
   'redis sessions, two cookie keys': [
     '--set', 'redis.enabled=true', '--set', 'redis.existingSecret.name=redis', '--set', 'existingSecret.cookieKeys.keys={cookie-key,cookie-key-old}',
   ],
+  'Kubernetes issuer, Redis sentinel, API server on 6443': [
+    '--set', 'redis.enabled=true', '--set', 'redis.mode=sentinel', '--set', 'redis.sentinelName=mymaster',
+    '--set-json', 'redis.nodes=[{"host":"redis-sentinel.redis.svc.cluster.local","port":26379}]',
+    '--set-json', 'config.issuers=[{"name":"kubernetes","issuer":"https://kubernetes.default.svc.cluster.local","jwksUri":"https://kubernetes.default.svc.cluster.local/openid/v1/jwks","audiences":["pipelines.kubeflow.org"],"caFile":"/var/run/secrets/kubernetes.io/serviceaccount/ca.crt","tokenFile":"/var/run/secrets/kubernetes.io/serviceaccount/token","jwks":{"timeoutMs":1500}}]',
+    '--set', 'serviceAccount.automountToken=true', '--set-json', 'networkPolicy.extraEgressPorts=[6443]',
+  ],
+  'no NetworkPolicy': ['--set', 'networkPolicy.enabled=false'],
 };
 
 /** `kustomize build` of a directory under the repository root. */
