@@ -27,9 +27,9 @@ if (!binaries) {
 const NS = 'oidc-ext-authz';
 const SA = 'oidc-ext-authz';
 const DISCOVERY_BINDING = 'oidc-ext-authz-service-account-issuer-discovery';
-/** The overlay's issuer entry, as shipped. */
-const overlayIssuer = (parse(readFileSync(join(root, 'deploy/overlays/kubeflow/config.yaml'), 'utf8')) as { issuers: Record<string, any>[] })
-  .issuers.find((i) => i.name === 'kubernetes')!;
+/** The overlay's issuer entries, as shipped. */
+const overlayIssuers = (parse(readFileSync(join(root, 'deploy/overlays/kubeflow/config.yaml'), 'utf8')) as { issuers: Record<string, any>[] }).issuers;
+const overlayIssuer = overlayIssuers.find((i) => i.name === 'kubernetes')!;
 
 let kube: TestKubeApiServer;
 let dir: string;
@@ -249,5 +249,24 @@ describe.skipIf(!binaries)("kube-apiserver: the Kubeflow overlay's kubernetes is
     expectValid(await v.verify(await kube.createToken('kubeflow-user-example-com', 'default-editor', { audiences: ['pipelines.kubeflow.org'] })), user);
     expectValid(await v.verify(await kube.createToken('kubeflow-user-example-com', 'default-editor')), user);
     expectRefused(await v.verify(await kube.createToken('kubeflow-user-example-com', 'default-editor', { audiences: ['vault'] })), 'bearer_audience');
+  });
+
+  it("kind's second issuer name (m2m-dex-and-kind) is trusted too, and the first one's tokens stay valid", async () => {
+    const first = await kube.createToken('kubeflow-user-example-com', 'default-editor', { audiences: ['pipelines.kubeflow.org'] });
+    await kube.restart({ issuers: ['https://kubernetes.default.svc', 'https://kubernetes.default.svc.cluster.local'] });
+    writeFileSync(podTokenFile, await kube.createToken(NS, SA));
+    const entries = overlayIssuers
+      .filter((i) => i.name.startsWith('kubernetes'))
+      .map((i): Record<string, any> => ({ ...i, jwksUri: kube.jwksUri, caFile: kube.caFile, tokenFile: podTokenFile }));
+    expect(entries.map((i) => i.issuer)).toEqual(['https://kubernetes.default.svc.cluster.local', 'https://kubernetes.default.svc']);
+    const v = new BearerVerifier(configSchema.parse({ issuers: entries }).issuers);
+    verifiers.push(v);
+    await v.start();
+    expect(v.status().map((s) => s.lastError)).toEqual([undefined, undefined]);
+    const second = await kube.createToken('kubeflow-user-example-com', 'default-editor');
+    expect(JSON.parse(Buffer.from(second.split('.')[1]!, 'base64url').toString('utf8')).iss).toBe('https://kubernetes.default.svc');
+    const user = 'system:serviceaccount:kubeflow-user-example-com:default-editor';
+    expectValid(await v.verify(second), user);
+    expectValid(await v.verify(first), user);
   });
 });
