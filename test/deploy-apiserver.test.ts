@@ -1,6 +1,6 @@
 /**
- * Every object rendered from deploy/ (the kustomize base, every overlay, the chart under each documented value set)
- * applied with `dryRun=All` to a real kube-apiserver, after the Istio and Gateway API CRDs from
+ * Every object rendered from deploy/ (the kustomize base, every overlay, the chart under each documented value set,
+ * the Kubeflow migration over the kubeflow/manifests fixture in both m2m flavours) applied with `dryRun=All` to a real kube-apiserver, after the Istio and Gateway API CRDs from
  * ../shared/fixtures/crds are installed: the server's own validation (strict field validation, admission, the CRDs'
  * OpenAPI schemas and CEL rules), which the schema packages in deploy.test.ts cannot give.
  */
@@ -13,9 +13,12 @@ import {
   CHART_NAMESPACE,
   findRenderTools,
   HELM_VARIANTS,
+  KUBEFLOW_FLAVOURS,
+  KUBEFLOW_MANIFESTS,
   OVERLAYS,
   parseManifests,
   renderChart,
+  renderKubeflow,
   renderKustomize,
   ROOT,
   type Obj,
@@ -27,11 +30,11 @@ const CRD_FILES = ['crds/istio-crds-from-kubeflow.yaml', 'crds/gateway-api-v1.6.
 
 const binaries = findKubeBinaries();
 const render = findRenderTools();
-const fixtures = CRD_FILES.every((f) => existsSync(f));
+const fixtures = [...CRD_FILES, KUBEFLOW_MANIFESTS].every((f) => existsSync(f));
 const problems = [
   binaries ? undefined : KUBE_MISSING,
   render.problem,
-  fixtures ? undefined : `the CRD fixtures are missing: ${CRD_FILES.join(', ')} (../shared/fixtures)`,
+  fixtures ? undefined : `the fixtures are missing: ${[...CRD_FILES, KUBEFLOW_MANIFESTS].join(', ')} (../shared/fixtures)`,
 ].filter((p): p is string => p !== undefined);
 if (problems.length > 0) {
   if (process.env.CI === 'true') throw new Error(problems.join('\n'));
@@ -81,6 +84,12 @@ describe.skipIf(!runnable)('deploy/ applied with dryRun=All to a real kube-apise
     const objects = renderChart(tools, HELM_VARIANTS[name]!, `helm (${name})`);
     expect(objects.length).toBeGreaterThan(0);
     expect(await dryRun(objects, CHART_NAMESPACE)).toEqual([]);
+  });
+
+  it.each(KUBEFLOW_FLAVOURS)('kubeflow/manifests (%s) + deploy/components/kubeflow-migration: every object is accepted', async (flavour) => {
+    const objects = renderKubeflow(tools, flavour, true);
+    expect(objects.some((o) => o.metadata?.name === 'oidc-ext-authz')).toBe(true);
+    expect(await dryRun(objects, 'default')).toEqual([]);
   });
 
   it('a dry run stores nothing', async () => {

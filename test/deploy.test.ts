@@ -280,7 +280,7 @@ function checkInstall(install: Install): void {
   );
   expect(pdb?.spec.minAvailable, `${source}: PodDisruptionBudget`).toBe(1);
 
-  if (install.networkPolicy) checkNetworkPolicy(objects, config, podLabels, source);
+  if (install.networkPolicy) checkNetworkPolicy(objects, config, deployment!, source);
   else expect(kindOf(objects, 'NetworkPolicy'), `${source}: NetworkPolicy switched off`).toEqual([]);
 
   // Istio: provider <-> Service, provider <-> policies, policies <-> the config's hosts.

@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 
 /** A Kubernetes object as parsed from YAML. */
@@ -91,4 +92,36 @@ export function renderKustomize(tools: RenderTools, dir: string): Obj[] {
 /** `helm template` of the chart as release `authz` in `authz-system` with one value set. */
 export function renderChart(tools: RenderTools, args: readonly string[], source: string): Obj[] {
   return parseManifests(run(tools.helm, ['template', CHART_RELEASE, CHART, '--namespace', CHART_NAMESPACE, ...args]), source);
+}
+
+/** kubeflow/manifests at the commit in ../shared/fixtures (see its README). */
+export const KUBEFLOW_MANIFESTS = join(ROOT, '..', 'shared', 'fixtures', 'kubeflow-manifests');
+
+/** Kubeflow's two m2m flavours of oauth2-proxy (common/oauth2-proxy/overlays). */
+export const KUBEFLOW_FLAVOURS = ['m2m-dex-only', 'm2m-dex-and-kind'] as const;
+export type KubeflowFlavour = (typeof KUBEFLOW_FLAVOURS)[number];
+
+/**
+ * Kubeflow's authentication as example/kustomization.yaml renders it (Istio with the oauth2-proxy mesh patch, oauth2-proxy
+ * in one m2m flavour, Dex), with or without deploy/components/kubeflow-migration added the way a user adds it to their
+ * own checkout: under `components:`, by a relative path.
+ */
+export function renderKubeflow(tools: RenderTools, flavour: KubeflowFlavour, migrated: boolean): Obj[] {
+  const dir = mkdtempSync(join(tmpdir(), 'kubeflow-render-'));
+  try {
+    const rel = (p: string) => relative(dir, p);
+    const lines = [
+      'apiVersion: kustomize.config.k8s.io/v1beta1',
+      'kind: Kustomization',
+      'resources:',
+      ...['common/istio/istio-install/overlays/oauth2-proxy', `common/oauth2-proxy/overlays/${flavour}`, 'common/dex/overlays/oauth2-proxy'].map(
+        (p) => `  - ${rel(join(KUBEFLOW_MANIFESTS, p))}`,
+      ),
+      ...(migrated ? ['components:', `  - ${rel(join(ROOT, 'deploy/components/kubeflow-migration'))}`] : []),
+    ];
+    writeFileSync(join(dir, 'kustomization.yaml'), `${lines.join('\n')}\n`);
+    return parseManifests(run(tools.kustomize, ['build', dir]), `kubeflow ${flavour}${migrated ? ' + migration' : ''}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

@@ -13,12 +13,15 @@ function urlPort(url: string, fallback?: number): number {
 }
 
 /**
- * The service's NetworkPolicy, checked against the rest of the install: it selects the service's pods; gRPC only
+ * The NetworkPolicy of the service (its Deployment), checked against the rest of the install: it selects the pods; gRPC only
  * from the gateway pods that the AuthorizationPolicies attach to (never from everyone); the admin port only from a
  * namespace; egress to DNS and to every port the config reaches (IdP issuers, JWKS, Redis). Returns the policy.
  */
-export function checkNetworkPolicy(objects: Obj[], config: Config, podLabels: Record<string, string>, source: string): Obj {
-  const policies = objects.filter((o) => o.kind === 'NetworkPolicy' && matches(o.spec.podSelector?.matchLabels, podLabels));
+export function checkNetworkPolicy(objects: Obj[], config: Config, service: Obj, source: string): Obj {
+  const podLabels = service.spec.template.metadata.labels as Record<string, string>;
+  const policies = objects.filter(
+    (o) => o.kind === 'NetworkPolicy' && o.metadata.namespace === service.metadata.namespace && matches(o.spec.podSelector?.matchLabels, podLabels),
+  );
   expect(policies.length, `${source}: one NetworkPolicy selects the service's pods`).toBe(1);
   const np = policies[0]!;
   const where = `${source}: NetworkPolicy ${np.metadata.name}`;
@@ -37,7 +40,7 @@ export function checkNetworkPolicy(objects: Obj[], config: Config, podLabels: Re
     expect(peer.namespaceSelector?.matchLabels?.['kubernetes.io/metadata.name'], `${where}: gRPC peer namespace`).toBeDefined();
     expect(Object.keys(peer.podSelector?.matchLabels ?? {}).length, `${where}: gRPC peer pods`).toBeGreaterThan(0);
   }
-  for (const policy of objects.filter((o) => o.kind === 'AuthorizationPolicy')) {
+  for (const policy of objects.filter((o) => o.kind === 'AuthorizationPolicy' && o.spec.action === 'CUSTOM')) {
     const ns = policy.metadata.namespace as string;
     const gatewayLabels: Record<string, string>[] = policy.spec.selector
       ? [policy.spec.selector.matchLabels]

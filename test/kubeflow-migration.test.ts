@@ -1,0 +1,148 @@
+/**
+ * deploy/components/kubeflow-migration rendered with kustomize over the real kubeflow/manifests (fixture:
+ * ../shared/fixtures/kubeflow-manifests), in both m2m flavours, against what the same manifests render without it.
+ * The object-level validation by a real API server is in deploy-apiserver.test.ts.
+ */
+import { existsSync } from 'node:fs';
+import { parse } from 'yaml';
+import { describe, expect, it } from 'vitest';
+import { parseConfigText, type ConfigEnvironment } from '../src/config/load.js';
+import type { Config } from '../src/config/schema.js';
+import { checkNetworkPolicy } from './support/network-policy-check.js';
+import { findRenderTools, KUBEFLOW_FLAVOURS, KUBEFLOW_MANIFESTS, renderKubeflow, type Obj, type RenderTools } from './support/manifests.js';
+
+const render = findRenderTools();
+const problems = [render.problem, existsSync(KUBEFLOW_MANIFESTS) ? undefined : `the fixture ${KUBEFLOW_MANIFESTS} is missing (../shared/fixtures)`].filter(
+  (p): p is string => p !== undefined,
+);
+if (problems.length > 0) {
+  if (process.env.CI === 'true') throw new Error(problems.join('\n'));
+  console.warn(`skipping the Kubeflow migration tests: ${problems.join('; ')}`);
+}
+const tools = render.tools as RenderTools;
+
+const FAKE_KEY = Buffer.alloc(32, 7).toString('base64');
+const fakeEnvironment: ConfigEnvironment = { env: new Proxy({}, { get: () => FAKE_KEY }), readFile: () => FAKE_KEY };
+
+const matches = (selector: Record<string, string> | undefined, labels: Record<string, string>) =>
+  Object.entries(selector ?? {}).every(([k, v]) => labels[k] === v);
+const podLabels = (d: Obj) => d.spec.template.metadata.labels as Record<string, string>;
+
+interface MeshProvider {
+  name: string;
+  [kind: string]: unknown;
+}
+
+/** The `istio` mesh ConfigMap's `mesh`, parsed. */
+function mesh(objects: Obj[]): Obj {
+  const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'istio' && o.metadata.namespace === 'istio-system');
+  expect(cm, 'the istio mesh ConfigMap').toBeDefined();
+  return parse(cm!.data.mesh as string) as Obj;
+}
+
+/** Gateway Deployments that a CUSTOM AuthorizationPolicy in their namespace selects, with that policy's provider. */
+function protectedGateways(objects: Obj[]): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  const policies = objects.filter((o) => o.kind === 'AuthorizationPolicy' && o.spec.action === 'CUSTOM');
+  for (const d of objects.filter((o) => o.kind === 'Deployment')) {
+    const providers = policies
+      .filter((p) => p.metadata.namespace === d.metadata.namespace && matches(p.spec.selector?.matchLabels, podLabels(d)))
+      .map((p) => p.spec.provider.name as string);
+    if (providers.length > 0) out.set(`${d.metadata.namespace}/${d.metadata.name}`, providers);
+  }
+  return out;
+}
+
+/** Whether a NetworkPolicy set admits pods with `labels` in namespace `ns` to the pods of Deployment `target`. */
+function admits(objects: Obj[], target: Obj, ns: string, labels: Record<string, string>): boolean {
+  const policies = objects.filter(
+    (o) => o.kind === 'NetworkPolicy' && o.metadata.namespace === target.metadata.namespace && matches(o.spec.podSelector?.matchLabels, podLabels(target)),
+  );
+  return policies.some((np) =>
+    ((np.spec.ingress ?? []) as Obj[]).some((rule) =>
+      ((rule.from ?? []) as Obj[]).some((peer) => {
+        const nsOk = peer.namespaceSelector
+          ? matches(peer.namespaceSelector.matchLabels, { 'kubernetes.io/metadata.name': ns })
+          : target.metadata.namespace === ns;
+        return nsOk && matches(peer.podSelector?.matchLabels, labels);
+      }),
+    ),
+  );
+}
+
+describe.skipIf(problems.length > 0)('Kubeflow migration over the real kubeflow/manifests (fixture)', () => {
+  describe.each(KUBEFLOW_FLAVOURS)('%s', (flavour) => {
+    const before = renderKubeflow(tools, flavour, false);
+    const after = renderKubeflow(tools, flavour, true);
+    const service = after.find((o) => o.kind === 'Deployment' && o.metadata.name === 'oidc-ext-authz')!;
+    const configMap = after.find((o) => o.kind === 'ConfigMap' && o.metadata.namespace === 'oidc-ext-authz' && typeof o.data?.['config.yaml'] === 'string')!;
+    const config: Config = parseConfigText(configMap.data['config.yaml'] as string, `${flavour}: config`, fakeEnvironment);
+
+    it('the fixture really has oauth2-proxy wired in (so the checks below compare something)', () => {
+      expect(before.some((o) => o.kind === 'Deployment' && o.metadata.namespace === 'oauth2-proxy')).toBe(true);
+      expect((mesh(before).extensionProviders as MeshProvider[]).map((p) => p.name)).toEqual(['oauth2-proxy']);
+      expect(protectedGateways(before).size).toBeGreaterThan(0);
+    });
+
+    it('leaves no oauth2-proxy object, provider, policy, peer or RequestAuthentication', () => {
+      expect(after.filter((o) => o.metadata.namespace === 'oauth2-proxy' || (o.kind === 'Namespace' && o.metadata.name === 'oauth2-proxy'))).toEqual([]);
+      expect(after.filter((o) => o.metadata.name === 'cluster-jwks-proxy')).toEqual([]);
+      expect(after.filter((o) => o.kind === 'RequestAuthentication').map((o) => o.metadata.name)).toEqual([]);
+      const providers = mesh(after).extensionProviders as MeshProvider[];
+      expect(JSON.stringify(providers)).not.toMatch(/oauth2-proxy/);
+      expect(after.filter((o) => o.kind === 'AuthorizationPolicy' && o.spec.provider?.name === 'oauth2-proxy')).toEqual([]);
+      const peers = after.filter((o) => o.kind === 'NetworkPolicy').flatMap((np) => ((np.spec.ingress ?? []) as Obj[]).flatMap((r) => (r.from ?? []) as Obj[]));
+      expect(peers.filter((p) => JSON.stringify(p).includes('oauth2-proxy'))).toEqual([]);
+    });
+
+    it('every gateway that had a CUSTOM policy has one on every request, naming the mesh provider that is this Service', () => {
+      const providers = mesh(after).extensionProviders as Obj[];
+      const ours = providers.find((p) => p.envoyExtAuthzGrpc !== undefined)!;
+      const svc = after.find((o) => o.kind === 'Service' && o.metadata.name === 'oidc-ext-authz')!;
+      expect(ours.envoyExtAuthzGrpc).toMatchObject({
+        service: `${svc.metadata.name}.${svc.metadata.namespace}.svc.cluster.local`,
+        port: (svc.spec.ports as Obj[]).find((p) => p.name === 'grpc')!.port,
+        failOpen: false,
+      });
+      const gatewaysAfter = protectedGateways(after);
+      for (const gateway of protectedGateways(before).keys()) {
+        expect(gatewaysAfter.get(gateway), `${gateway} is still protected`).toEqual([ours.name]);
+      }
+      for (const policy of after.filter((o) => o.kind === 'AuthorizationPolicy' && o.spec.action === 'CUSTOM')) {
+        expect(policy.spec.rules, `${policy.metadata.name}: every request, no holes`).toEqual([{}]);
+      }
+    });
+
+    it("keeps every other mesh setting of Kubeflow's", () => {
+      const { extensionProviders: _a, ...was } = mesh(before);
+      const { extensionProviders: _b, ...now } = mesh(after);
+      expect(now).toEqual(was);
+    });
+
+    it("Dex admits this service's pods; the service's NetworkPolicy lets it reach Dex, the API server and DNS", () => {
+      const dex = after.find((o) => o.kind === 'Deployment' && o.metadata.name === 'dex')!;
+      expect(admits(before, dex, service.metadata.namespace, podLabels(service)), 'before: Dex refuses this service').toBe(false);
+      expect(admits(after, dex, service.metadata.namespace, podLabels(service)), 'after: Dex admits this service').toBe(true);
+      // The gateway and istiod keep their access.
+      for (const name of ['istio-ingressgateway', 'istiod']) {
+        const d = after.find((o) => o.kind === 'Deployment' && o.metadata.name === name)!;
+        expect(admits(after, dex, d.metadata.namespace, podLabels(d)), `Dex still admits ${name}`).toBe(true);
+      }
+      checkNetworkPolicy(after, config, service, `${flavour} + migration`);
+    });
+
+    it('every bearer issuer Kubeflow trusted is trusted, with the same user claim', () => {
+      const rules = before.filter((o) => o.kind === 'RequestAuthentication').flatMap((ra) => ra.spec.jwtRules as Obj[]);
+      expect(rules.length).toBeGreaterThan(0);
+      for (const rule of rules) {
+        const issuer = config.issuers.find((i) => i.issuer === rule.issuer);
+        expect(issuer, `issuer ${rule.issuer}`).toBeDefined();
+        const userClaim = (rule.outputClaimToHeaders as Obj[]).find((h) => h.header === 'kubeflow-userid')!.claim;
+        expect(issuer!.claims.user, `${rule.issuer}: kubeflow-userid claim`).toBe(userClaim);
+      }
+      if (flavour === 'm2m-dex-and-kind') {
+        expect(rules.map((r) => r.issuer)).toEqual(expect.arrayContaining(['https://kubernetes.default.svc.cluster.local', 'https://kubernetes.default.svc']));
+      }
+    });
+  });
+});
