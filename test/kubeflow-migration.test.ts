@@ -3,13 +3,14 @@
  * ../shared/fixtures/kubeflow-manifests), in both m2m flavours, against what the same manifests render without it.
  * The object-level validation by a real API server is in deploy-apiserver.test.ts.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { parseConfigText, type ConfigEnvironment } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
 import { checkNetworkPolicy } from './support/network-policy-check.js';
-import { findRenderTools, KUBEFLOW_FLAVOURS, KUBEFLOW_MANIFESTS, renderKubeflow, type Obj, type RenderTools } from './support/manifests.js';
+import { findRenderTools, KUBEFLOW_FLAVOURS, KUBEFLOW_MANIFESTS, renderKubeflow, ROOT, type Obj, type RenderTools } from './support/manifests.js';
 
 const render = findRenderTools();
 const problems = [render.problem, existsSync(KUBEFLOW_MANIFESTS) ? undefined : `the fixture ${KUBEFLOW_MANIFESTS} is missing (../shared/fixtures)`].filter(
@@ -144,5 +145,27 @@ describe.skipIf(problems.length > 0)('Kubeflow migration over the real kubeflow/
         expect(rules.map((r) => r.issuer)).toEqual(expect.arrayContaining(['https://kubernetes.default.svc.cluster.local', 'https://kubernetes.default.svc']));
       }
     });
+  });
+});
+
+describe.skipIf(!existsSync(KUBEFLOW_MANIFESTS))('docs/kubeflow.md against the kubeflow/manifests fixture', () => {
+  const files = (dir: string): string[] =>
+    readdirSync(dir, { withFileTypes: true }).flatMap((d) => (d.isDirectory() ? files(join(dir, d.name)) : [join(dir, d.name)]));
+  const fixture = files(KUBEFLOW_MANIFESTS)
+    .filter((f) => /\.(ya?ml|cfg|env)$/.test(f))
+    .map((f) => readFileSync(f, 'utf8'))
+    .join('\n');
+  const doc = readFileSync(join(ROOT, 'docs/kubeflow.md'), 'utf8');
+  const table = doc.slice(doc.indexOf('\n## Delete'), doc.indexOf('\n## ', doc.indexOf('\n## Delete') + 1));
+  const rows = table.split('\n').filter((l) => l.startsWith('| ') && !l.startsWith('| resource') && !l.startsWith('|---'));
+
+  it.each(rows.map((r) => [r.split('|')[1]!.trim().slice(0, 60), r]))('Delete table: %s', (_name, row) => {
+    const names = [...row.split('|')[1]!.matchAll(/`([A-Za-z0-9][A-Za-z0-9._-]*)`/g)].map((m) => m[1]!);
+    expect(names.length).toBeGreaterThan(0);
+    if (row.includes('older Kubeflow releases only')) {
+      for (const name of names) expect(fixture.includes(name), `${name} is marked older but exists at the fixture's commit`).toBe(false);
+    } else {
+      for (const name of names) expect(fixture.includes(name), `${name} does not exist at the fixture's commit: mark the row as older`).toBe(true);
+    }
   });
 });
