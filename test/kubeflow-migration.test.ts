@@ -4,11 +4,12 @@
  * The object-level validation by a real API server is in deploy-apiserver.test.ts.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { parse, stringify } from 'yaml';
 import { join } from 'node:path';
-import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { parseConfigText, type ConfigEnvironment } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
+import { admits, checkMigrationState, mesh, podLabels, protectedGateways, type MeshProvider } from './support/kubeflow-invariants.js';
 import { checkNetworkPolicy } from './support/network-policy-check.js';
 import { findRenderTools, KUBEFLOW_FLAVOURS, KUBEFLOW_MANIFESTS, renderKubeflow, ROOT, type Obj, type RenderTools } from './support/manifests.js';
 
@@ -24,52 +25,6 @@ const tools = render.tools as RenderTools;
 
 const FAKE_KEY = Buffer.alloc(32, 7).toString('base64');
 const fakeEnvironment: ConfigEnvironment = { env: new Proxy({}, { get: () => FAKE_KEY }), readFile: () => FAKE_KEY };
-
-const matches = (selector: Record<string, string> | undefined, labels: Record<string, string>) =>
-  Object.entries(selector ?? {}).every(([k, v]) => labels[k] === v);
-const podLabels = (d: Obj) => d.spec.template.metadata.labels as Record<string, string>;
-
-interface MeshProvider {
-  name: string;
-  [kind: string]: unknown;
-}
-
-/** The `istio` mesh ConfigMap's `mesh`, parsed. */
-function mesh(objects: Obj[]): Obj {
-  const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'istio' && o.metadata.namespace === 'istio-system');
-  expect(cm, 'the istio mesh ConfigMap').toBeDefined();
-  return parse(cm!.data.mesh as string) as Obj;
-}
-
-/** Gateway Deployments that a CUSTOM AuthorizationPolicy in their namespace selects, with that policy's provider. */
-function protectedGateways(objects: Obj[]): Map<string, string[]> {
-  const out = new Map<string, string[]>();
-  const policies = objects.filter((o) => o.kind === 'AuthorizationPolicy' && o.spec.action === 'CUSTOM');
-  for (const d of objects.filter((o) => o.kind === 'Deployment')) {
-    const providers = policies
-      .filter((p) => p.metadata.namespace === d.metadata.namespace && matches(p.spec.selector?.matchLabels, podLabels(d)))
-      .map((p) => p.spec.provider.name as string);
-    if (providers.length > 0) out.set(`${d.metadata.namespace}/${d.metadata.name}`, providers);
-  }
-  return out;
-}
-
-/** Whether a NetworkPolicy set admits pods with `labels` in namespace `ns` to the pods of Deployment `target`. */
-function admits(objects: Obj[], target: Obj, ns: string, labels: Record<string, string>): boolean {
-  const policies = objects.filter(
-    (o) => o.kind === 'NetworkPolicy' && o.metadata.namespace === target.metadata.namespace && matches(o.spec.podSelector?.matchLabels, podLabels(target)),
-  );
-  return policies.some((np) =>
-    ((np.spec.ingress ?? []) as Obj[]).some((rule) =>
-      ((rule.from ?? []) as Obj[]).some((peer) => {
-        const nsOk = peer.namespaceSelector
-          ? matches(peer.namespaceSelector.matchLabels, { 'kubernetes.io/metadata.name': ns })
-          : target.metadata.namespace === ns;
-        return nsOk && matches(peer.podSelector?.matchLabels, labels);
-      }),
-    ),
-  );
-}
 
 describe.skipIf(problems.length > 0)('Kubeflow migration over the real kubeflow/manifests (fixture)', () => {
   describe.each(KUBEFLOW_FLAVOURS)('%s', (flavour) => {
@@ -130,6 +85,43 @@ describe.skipIf(problems.length > 0)('Kubeflow migration over the real kubeflow/
         expect(admits(after, dex, d.metadata.namespace, podLabels(d)), `Dex still admits ${name}`).toBe(true);
       }
       checkNetworkPolicy(after, config, service, `${flavour} + migration`);
+    });
+
+    it("the documented steps (docs/kubeflow.md), every state in between, and a rollback keep logins and m2m working", () => {
+      const id = (o: Obj) => `${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`;
+      const replace = (objs: Obj[], obj: Obj) => objs.map((o) => (id(o) === id(obj) ? obj : o));
+      const isOurPolicy = (o: Obj) => o.kind === 'AuthorizationPolicy' && o.metadata.name === 'oidc-ext-authz';
+      const beforeIds = new Set(before.map(id));
+      const ours = after.filter((o) => !beforeIds.has(id(o)) && !isOurPolicy(o));
+      const ourPolicy = after.find(isOurPolicy)!;
+      const dexPolicy = (objs: Obj[]) => objs.find((o) => o.kind === 'NetworkPolicy' && o.metadata.name === 'allow-istio-and-oauth2-proxy')!;
+      const meshMap = (objs: Obj[]) => objs.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'istio' && o.metadata.namespace === 'istio-system')!;
+
+      // Step 2: this service's pods as a fourth peer of Dex's policy. Step 3: the service, without its policy.
+      const dexBoth = structuredClone(dexPolicy(before));
+      dexBoth.spec.ingress[0].from.push(structuredClone(dexPolicy(after).spec.ingress[0].from[2]));
+      const step3 = replace([...before, ...ours], dexBoth);
+      // Step 4: both providers in the mesh config.
+      const bothMesh = structuredClone(meshMap(before));
+      const m = parse(bothMesh.data.mesh as string) as Obj;
+      m.extensionProviders = [...(m.extensionProviders as Obj[]), ...(mesh(after).extensionProviders as Obj[])];
+      bothMesh.data.mesh = stringify(m);
+      const step4 = replace(step3, bothMesh);
+      // Step 5: oauth2-proxy's two policies out and ours in, in one apply.
+      const oauth2Policies = new Set(['istio-ingressgateway-oauth2-proxy', 'istio-ingressgateway-require-jwt']);
+      const step5 = [...step4.filter((o) => !(o.kind === 'AuthorizationPolicy' && oauth2Policies.has(o.metadata.name))), ourPolicy];
+      // Rollback from step 5: Kubeflow's manifests re-applied and our policy deleted in the same command.
+      const rollback = [...before, ...ours];
+
+      const states: [string, Obj[]][] = [['before', before], ['step 3', step3], ['step 4', step4], ['step 5', step5], ['step 6 (the end)', after], ['rollback', rollback]];
+      for (const [label, state] of states) checkMigrationState(state, before, config, `${flavour} ${label}`);
+
+      // The same checks refuse the orders that cause outages: both CUSTOM policies on the gateway at once, a policy
+      // naming a provider the mesh does not have yet, and the service live while Dex still refuses it.
+      expect(() => checkMigrationState([...step4, ourPolicy], before, config, 'two providers')).toThrow(/exactly one CUSTOM provider/);
+      const tooEarly = step3.filter((o) => !(o.kind === 'AuthorizationPolicy' && oauth2Policies.has(o.metadata.name)));
+      expect(() => checkMigrationState([...tooEarly, ourPolicy], before, config, 'switch before step 4')).toThrow(/is in the mesh config/);
+      expect(() => checkMigrationState(replace(step5, dexPolicy(before)), before, config, 'switch before step 2')).toThrow(/Dex admits/);
     });
 
     it('every bearer issuer Kubeflow trusted is trusted, with the same user claim', () => {
