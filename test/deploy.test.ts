@@ -429,6 +429,25 @@ describe.skipIf(!tools)('helm chart', () => {
     expect(policies).toHaveLength(name.startsWith('policy') ? 1 : 0);
   });
 
+  it.each([
+    [['--set', 'existingSecret.cookieKeys.name='], /existingSecret\.cookieKeys\.name is required/],
+    [['--set', 'existingSecret.clientSecret.name='], /existingSecret\.clientSecret\.name is required: config refers to \{env: OIDC_CLIENT_SECRET\}/],
+  ])('refuses to render without a Secret the pod needs (%j)', (args, message) => {
+    const r = spawnSync(tools!.helm, ['template', 'authz', chart, ...args], { encoding: 'utf8' });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(message);
+  });
+
+  it('renders without a client Secret for a public client, or when extraEnv provides it', () => {
+    const publicClient = [
+      '--set', 'existingSecret.clientSecret.name=',
+      '--set-json', 'config.providers=[{"name":"dex","issuer":"https://auth.example.com/dex","clientId":"cli","tokenEndpointAuthMethod":"none","timeoutMs":1500}]',
+    ];
+    expect(renderChart(tools!, publicClient, 'public client').some((o) => o.kind === 'Deployment')).toBe(true);
+    const fromExtraEnv = ['--set', 'existingSecret.clientSecret.name=', '--set-json', 'extraEnv=[{"name":"OIDC_CLIENT_SECRET","valueFrom":{"secretKeyRef":{"name":"idp","key":"secret"}}}]'];
+    expect(renderChart(tools!, fromExtraEnv, 'extraEnv').some((o) => o.kind === 'Deployment')).toBe(true);
+  });
+
   it('refuses a grace period that does not cover the configured drain', () => {
     const r = spawnSync(tools!.helm, ['template', 'authz', chart, '--set', 'terminationGracePeriodSeconds=10'], { encoding: 'utf8' });
     expect(r.status).not.toBe(0);
