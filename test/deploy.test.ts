@@ -23,6 +23,7 @@ import { Secret } from 'kubernetes-models/v1/Secret';
 import { Service } from 'kubernetes-models/v1/Service';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
+import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler';
 import { Gateway } from '@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/Gateway';
 import { HTTPRoute } from '@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/HTTPRoute';
 import { AuthorizationPolicy } from '@kubernetes-models/istio/security.istio.io/v1/AuthorizationPolicy';
@@ -59,6 +60,7 @@ const MODELS: Record<string, new (data: never) => Validatable> = {
   'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
   'rbac.authorization.k8s.io/v1/ClusterRoleBinding': ClusterRoleBinding,
   'networking.k8s.io/v1/NetworkPolicy': NetworkPolicy,
+  'autoscaling/v2/HorizontalPodAutoscaler': HorizontalPodAutoscaler,
   'gateway.networking.k8s.io/v1/Gateway': Gateway,
   'gateway.networking.k8s.io/v1/HTTPRoute': HTTPRoute,
   'security.istio.io/v1/AuthorizationPolicy': AuthorizationPolicy,
@@ -270,7 +272,10 @@ function checkInstall(install: Install): void {
   }
 
   // Availability: replicas, spread, PDB, and a grace period that covers the configured drain.
-  expect(deployment!.spec.replicas, `${source}: replicas`).toBeGreaterThanOrEqual(2);
+  const hpa = kindOf(objects, 'HorizontalPodAutoscaler').find((h) => h.spec.scaleTargetRef.name === deployment!.metadata.name);
+  // With an autoscaler the Deployment leaves replicas to it (an apply would otherwise reset them).
+  expect(hpa ? deployment!.spec.replicas : undefined, `${source}: replicas left to the HPA`).toBeUndefined();
+  expect(hpa?.spec.minReplicas ?? deployment!.spec.replicas, `${source}: replicas`).toBeGreaterThanOrEqual(2);
   expect(pod.topologySpreadConstraints?.length, `${source}: topologySpreadConstraints`).toBeGreaterThan(0);
   expect(pod.terminationGracePeriodSeconds, `${source}: terminationGracePeriodSeconds > shutdown delay + grace`).toBeGreaterThan(
     config.server.shutdownDelaySeconds + config.server.shutdownGraceSeconds,
@@ -278,7 +283,7 @@ function checkInstall(install: Install): void {
   const pdb = kindOf(objects, 'PodDisruptionBudget').find((b) =>
     Object.entries(b.spec.selector.matchLabels as Record<string, string>).every(([k, v]) => podLabels[k] === v),
   );
-  expect(pdb?.spec.minAvailable, `${source}: PodDisruptionBudget`).toBe(1);
+  expect(pdb?.spec.minAvailable ?? pdb?.spec.maxUnavailable, `${source}: PodDisruptionBudget`).toBe(1);
 
   if (install.networkPolicy) checkNetworkPolicy(objects, config, deployment!, source);
   else expect(kindOf(objects, 'NetworkPolicy'), `${source}: NetworkPolicy switched off`).toEqual([]);
@@ -427,6 +432,20 @@ describe.skipIf(!tools)('helm chart', () => {
     }
     const policies = kindOf(objects, 'AuthorizationPolicy');
     expect(policies).toHaveLength(name.startsWith('policy') ? 1 : 0);
+    if (name.startsWith('every knob')) {
+      const d = kindOf(objects, 'Deployment')[0]!;
+      const c = d.spec.template.spec.containers[0];
+      expect(d.metadata).toMatchObject({ labels: { team: 'identity' }, annotations: { owner: 'identity' } });
+      expect(c.volumeMounts).toContainEqual({ name: 'idp-ca', mountPath: '/etc/idp-ca', readOnly: true });
+      expect(d.spec.template.spec.volumes).toContainEqual({ name: 'idp-ca', configMap: { name: 'authz-idp-ca' } });
+      expect(c.envFrom).toEqual([{ configMapRef: { name: 'authz-idp-ca', optional: true } }]);
+      expect(c.readinessProbe).toMatchObject({ periodSeconds: 3, httpGet: { port: 'http-admin' } });
+      expect(c.livenessProbe.failureThreshold).toBe(5);
+      expect(d.spec.template.spec.topologySpreadConstraints).toEqual([expect.objectContaining({ whenUnsatisfiable: 'DoNotSchedule' })]);
+      expect(d.spec.template.spec.imagePullSecrets).toEqual([{ name: 'registry' }]);
+      expect(kindOf(objects, 'HorizontalPodAutoscaler')[0]!.spec).toMatchObject({ minReplicas: 3, scaleTargetRef: { name: d.metadata.name } });
+      expect(kindOf(objects, 'ConfigMap').map((m) => m.metadata.name)).toContain('authz-idp-ca');
+    }
   });
 
   it.each([
@@ -446,6 +465,12 @@ describe.skipIf(!tools)('helm chart', () => {
     expect(renderChart(tools!, publicClient, 'public client').some((o) => o.kind === 'Deployment')).toBe(true);
     const fromExtraEnv = ['--set', 'existingSecret.clientSecret.name=', '--set-json', 'extraEnv=[{"name":"OIDC_CLIENT_SECRET","valueFrom":{"secretKeyRef":{"name":"idp","key":"secret"}}}]'];
     expect(renderChart(tools!, fromExtraEnv, 'extraEnv').some((o) => o.kind === 'Deployment')).toBe(true);
+  });
+
+  it('refuses an autoscaler that may scale to one replica', () => {
+    const r = spawnSync(tools!.helm, ['template', 'authz', chart, '--set', 'autoscaling.enabled=true', '--set', 'autoscaling.minReplicas=1'], { encoding: 'utf8' });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/autoscaling\.minReplicas must be at least 2/);
   });
 
   it('refuses a grace period that does not cover the configured drain', () => {

@@ -82,6 +82,18 @@ export const HELM_VARIANTS: Record<string, string[]> = {
     '--set', 'serviceAccount.automountToken=true', '--set-json', 'networkPolicy.extraEgressPorts=[6443]',
   ],
   'no NetworkPolicy': ['--set', 'networkPolicy.enabled=false'],
+  'every knob: CA bundle volume, envFrom, HPA, probes, PDB, spread, labels, extra objects': [
+    '--set-json', 'extraObjects=[{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"{{ .Release.Name }}-idp-ca","namespace":"{{ .Release.Namespace }}"},"data":{"ca.crt":"-----BEGIN CERTIFICATE-----"}}]',
+    '--set-json', 'extraVolumes=[{"name":"idp-ca","configMap":{"name":"authz-idp-ca"}}]',
+    '--set-json', 'extraVolumeMounts=[{"name":"idp-ca","mountPath":"/etc/idp-ca","readOnly":true}]',
+    '--set-json', 'envFrom=[{"configMapRef":{"name":"authz-idp-ca","optional":true}}]',
+    '--set', 'autoscaling.enabled=true', '--set', 'autoscaling.minReplicas=3',
+    '--set', 'probes.readiness.periodSeconds=3', '--set', 'probes.liveness.failureThreshold=5',
+    '--set', 'podDisruptionBudget.maxUnavailable=1',
+    '--set-json', 'topologySpread.constraints=[{"maxSkew":1,"topologyKey":"kubernetes.io/hostname","whenUnsatisfiable":"DoNotSchedule","labelSelector":{"matchLabels":{"app.kubernetes.io/name":"oidc-ext-authz"}}}]',
+    '--set', 'deploymentLabels.team=identity', '--set', 'deploymentAnnotations.owner=identity',
+    '--set-json', 'imagePullSecrets=[{"name":"registry"}]',
+  ],
 };
 
 /** `kustomize build` of a directory under the repository root. */
