@@ -467,6 +467,17 @@ describe.skipIf(!tools)('helm chart', () => {
     expect(renderChart(tools!, fromExtraEnv, 'extraEnv').some((o) => o.kind === 'Deployment')).toBe(true);
   });
 
+  it('existingConfigMap: the chart renders no config of its own and mounts that ConfigMap', () => {
+    const objects = renderChart(tools!, ['--set', 'existingConfigMap=my-config', '--set-json', 'networkPolicy.extraEgressPorts=[8443]'], 'existingConfigMap');
+    for (const obj of objects) validateSchema(obj, 'existingConfigMap');
+    expect(kindOf(objects, 'ConfigMap')).toEqual([]);
+    const pod = kindOf(objects, 'Deployment')[0]!.spec.template;
+    expect(pod.spec.volumes).toContainEqual({ name: 'config', configMap: { name: 'my-config' } });
+    expect(pod.metadata.annotations['checksum/config']).toBeUndefined();
+    const egress = kindOf(objects, 'NetworkPolicy')[0]!.spec.egress as Obj[];
+    expect(egress.flatMap((r) => (r.ports as Obj[]).map((p) => p.port))).toEqual([53, 53, 8443]);
+  });
+
   it('refuses an autoscaler that may scale to one replica', () => {
     const r = spawnSync(tools!.helm, ['template', 'authz', chart, '--set', 'autoscaling.enabled=true', '--set', 'autoscaling.minReplicas=1'], { encoding: 'utf8' });
     expect(r.status).not.toBe(0);

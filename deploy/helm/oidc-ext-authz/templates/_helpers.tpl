@@ -115,10 +115,11 @@ deduplicated, one per line.
 */}}
 {{- define "oidc-ext-authz.egressPorts" -}}
 {{- $ports := list -}}
-{{- range .Values.config.providers -}}
+{{- $config := ternary (dict) .Values.config (not (empty .Values.existingConfigMap)) -}}
+{{- range $config.providers -}}
 {{- $ports = append $ports (include "oidc-ext-authz.urlPort" (dict "url" .issuer)) -}}
 {{- end -}}
-{{- range .Values.config.issuers -}}
+{{- range $config.issuers -}}
 {{- $ports = append $ports (include "oidc-ext-authz.urlPort" (dict "url" (default .issuer .jwksUri))) -}}
 {{- end -}}
 {{- if .Values.redis.enabled -}}
