@@ -7,8 +7,9 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { parse, stringify } from 'yaml';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseConfigText, type ConfigEnvironment } from '../src/config/load.js';
+import { parseConfigText } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
+import { fakeEnvironment } from './support/install-check.js';
 import { admits, checkMigrationState, mesh, podLabels, protectedGateways, type MeshProvider } from './support/kubeflow-invariants.js';
 import { checkNetworkPolicy } from './support/network-policy-check.js';
 import { findRenderTools, KUBEFLOW_FLAVOURS, KUBEFLOW_MANIFESTS, renderKubeflow, ROOT, type Obj, type RenderTools } from './support/manifests.js';
@@ -23,8 +24,6 @@ if (problems.length > 0) {
 }
 const tools = render.tools as RenderTools;
 
-const FAKE_KEY = Buffer.alloc(32, 7).toString('base64');
-const fakeEnvironment: ConfigEnvironment = { env: new Proxy({}, { get: () => FAKE_KEY }), readFile: () => FAKE_KEY };
 
 describe.skipIf(problems.length > 0)('Kubeflow migration over the real kubeflow/manifests (fixture)', () => {
   describe.each(KUBEFLOW_FLAVOURS)('%s', (flavour) => {
