@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
-import { freePort } from './idp.js';
-import { findTool } from './tools.js';
+import { freePort } from './ports.js';
+import { findTool } from './find-tool.js';
 
 /** A real Dex (the Go binary `bash scripts/install-tools.sh dex` builds) on loopback, for one test file. */
 export interface TestDex {

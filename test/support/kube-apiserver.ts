@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from './ports.js';
-import { findTool } from './tools.js';
+import { findTool } from './find-tool.js';
 
 /**
  * A real etcd + kube-apiserver (the Go binaries `bash scripts/install-tools.sh etcd kube-apiserver` builds) on
