@@ -32,7 +32,7 @@ export type LoginReason = Extract<Reason, 'login_required' | 'session_expired' |
  *
  * API clients (see request-kind.ts) get a 401 with `WWW-Authenticate` and no login state: a login cookie per
  * background request is how CSRF cookies pile up into a 431 elsewhere. Browsers get a 302 to the provider's
- * authorization endpoint with PKCE S256, `state` and `nonce` (256 bits each from openid-client's CSPRNG helpers), the
+ * authorization endpoint with PKCE S256, `state` and `nonce` (256 bits each from the CSPRNG, see LoginStateCookies.secrets), the
  * provider's scopes, and `redirect_uri` on the host the browser is on. The login state (verifier, nonce, return
  * URL, provider and issuer) is sealed into its own short-lived cookie (LoginStateCookies bounds how many a browser holds).
  *
@@ -62,10 +62,7 @@ export async function startLogin(
   const origin = RedirectGuard.origin(req);
   if (origin === undefined) return textReply(400, reason, 'Bad Request\n', { setCookies: clear, detail: 'request authority is not a plain host' });
 
-  const state = client.randomState();
-  const nonce = client.randomNonce();
-  const codeVerifier = client.randomPKCECodeVerifier();
-  const codeChallenge = await client.calculatePKCECodeChallenge(codeVerifier);
+  const { state, nonce, codeVerifier, codeChallenge } = ctx.loginState.secrets();
   const { setCookies } = ctx.loginState.begin(cookies, {
     state,
     nonce,
