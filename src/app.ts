@@ -96,7 +96,7 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
     host: config.server.grpc.host,
     port: config.server.grpc.port,
     tls: config.server.grpc.tls,
-    check: createCheckHandler(decider, metrics, logger, config.decision.errorStatus),
+    check: createCheckHandler(decider, metrics, logger, config.decision.errorStatus, config.log.denyLinesPerSecond),
     health,
     logger,
   });

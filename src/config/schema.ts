@@ -246,8 +246,12 @@ export const configSchema = z.strictObject({
       shutdownDelaySeconds: 0,
     }),
   log: z
-    .strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') })
-    .default({ level: 'info' }),
+    .strictObject({
+      level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+      /** Reply (deny) lines per reason and second, then one summary line: a flood of 401s must not become a flood of log I/O. */
+      denyLinesPerSecond: z.number().int().min(1).max(1_000_000).default(20),
+    })
+    .default({ level: 'info', denyLinesPerSecond: 20 }),
   cache: z
     .strictObject({
       /** Bounded by entries and bytes: a flood of distinct tokens cannot grow memory. */
