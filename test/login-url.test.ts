@@ -3,7 +3,9 @@ import * as client from 'openid-client';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
 import { authorizationUrl } from '../src/oidc/login.js';
+import type { HttpRequestView } from '../src/check/types.js';
 import { OidcProvider } from '../src/oidc/provider.js';
+import { RedirectGuard } from '../src/oidc/redirect-target.js';
 import { Metrics } from '../src/telemetry/metrics.js';
 
 // The per-login URL is the openid-client URL of the same parameters: same endpoint, same parameter multiset.
@@ -62,5 +64,26 @@ describe('authorizationUrl', () => {
       'n2',
       'c2',
     ]);
+  });
+});
+
+describe('RedirectGuard.origin (memoised per scheme and authority)', () => {
+  const req = (scheme: string, host: string) => ({ scheme, host }) as unknown as HttpRequestView;
+
+  it('answers like the URL parser, the first time and from memory, also after the memory was cleared', () => {
+    const cases: Array<[string, string, string | undefined]> = [
+      ['https', 'App.Example.com:443', 'https://app.example.com'],
+      ['http', 'app.example.com:80', 'http://app.example.com'],
+      ['https', 'app.example.com.:8443', 'https://app.example.com:8443'],
+      ['https', '[::0001]:8443', 'https://[::1]:8443'],
+      ['https', 'app.example.com:99999', undefined],
+      ['ftp', 'app.example.com', undefined],
+      ['https', 'a@b.example.com', undefined],
+    ];
+    for (let round = 0; round < 2; round++) {
+      for (const [scheme, host, origin] of cases) expect(RedirectGuard.origin(req(scheme, host)), `${scheme}://${host}`).toBe(origin);
+      // More hosts than the memory holds: it starts over, the answers stay the same.
+      for (let i = 0; i < 300; i++) expect(RedirectGuard.origin(req('https', `h${i}.example.com`))).toBe(`https://h${i}.example.com`);
+    }
   });
 });

@@ -5,6 +5,9 @@ const MAX_TARGET_LENGTH = 4096;
 const VISIBLE_ASCII = /^[\x21-\x7e]*$/;
 const CONTROL = /[\x00-\x1f\x7f]/;
 const AUTHORITY = /^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])(?::\d{1,5})?$/;
+/** Origins already parsed, by `scheme://authority`: a gateway serves a few hosts, so a URL parse per login is waste. */
+const ORIGINS = new Map<string, string | undefined>();
+const MAX_ORIGINS = 256;
 
 /**
  * Every place a browser is sent back to our side (after login, after logout) goes through here, so the product is
@@ -38,11 +41,18 @@ export class RedirectGuard {
     const scheme = req.scheme.toLowerCase();
     const host = req.host.toLowerCase().replace(/\.(?=:\d+$|$)/, '');
     if ((scheme !== 'http' && scheme !== 'https') || !AUTHORITY.test(host)) return undefined;
+    const raw = `${scheme}://${host}`;
+    if (ORIGINS.has(raw)) return ORIGINS.get(raw);
+    let origin: string | undefined;
     try {
-      return new URL(`${scheme}://${host}`).origin;
+      origin = new URL(raw).origin;
     } catch {
-      return undefined;
+      origin = undefined;
     }
+    // Bounded: a flood of made-up hosts only costs the parse it would have cost anyway.
+    if (ORIGINS.size >= MAX_ORIGINS) ORIGINS.clear();
+    ORIGINS.set(raw, origin);
+    return origin;
   }
 
   /** Where to come back after a login started by this request: its own URL, or `<origin>/` when the path is odd. */

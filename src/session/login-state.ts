@@ -67,6 +67,8 @@ export function pkceChallenge(codeVerifier: string): string {
 export class LoginStateCookies {
   private readonly base: string;
   private readonly opts: CookieOptions;
+  /** `opts` with Max-Age = loginStateTtlSeconds: the options of every new login cookie, built once. */
+  private readonly beginOpts: CookieOptions;
   private readonly now: () => number;
   private readonly consumed: LRUCache<string, true>;
   private readonly random: RandomPool;
@@ -78,6 +80,7 @@ export class LoginStateCookies {
   ) {
     this.base = `${cookieName(config.cookieName, config)}_login_`;
     this.opts = cookieOptions(config);
+    this.beginOpts = { ...this.opts, maxAge: config.loginStateTtlSeconds };
     this.now = deps.now ?? Date.now;
     this.random = deps.random ?? new RandomPool();
     this.consumed = new LRUCache({ max: MAX_CONSUMED, ttl: config.loginStateTtlSeconds * 1000 });
@@ -101,7 +104,7 @@ export class LoginStateCookies {
    */
   begin(cookies: ReadonlyMap<string, string>, data: LoginState): { setCookies: string[] } {
     const name = this.cookieNameFor(data.state);
-    const setCookies = [serializeCookie(name, this.sealFitting(data, name), { ...this.opts, maxAge: this.config.loginStateTtlSeconds })];
+    const setCookies = [serializeCookie(name, this.sealFitting(data, name), this.beginOpts)];
 
     const pending: { name: string; createdAt: number }[] = [];
     for (const [cookie, value] of cookies) {
