@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, hash, timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { SessionConfig } from '../config/schema.js';
 import { CHUNK_SIZE, cookieName, cookieOptions, expireCookie, serializeCookie, type CookieOptions } from './cookies.js';
@@ -94,7 +94,7 @@ export class LoginStateCookies {
 
   /** The cookie name a login with this `state` uses. */
   cookieNameFor(state: string): string {
-    return this.base + createHash('sha256').update(state, 'utf8').digest('hex').slice(0, 8);
+    return this.base + hash('sha256', state, 'hex').slice(0, 8); // one-shot: no Hash object per login
   }
 
   /**
