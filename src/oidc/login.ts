@@ -39,8 +39,8 @@ const PLAIN_401: Readonly<Record<LoginReason, Decision>> = Object.freeze({
  *
  * API clients (see request-kind.ts) get a 401 with `WWW-Authenticate` and no login state: a login cookie per
  * background request is how CSRF cookies pile up into a 431 elsewhere. Browsers get a 302 to the provider's
- * authorization endpoint with PKCE S256, `state` and `nonce` (256 bits each from the CSPRNG, see LoginStateCookies.secrets), the
- * provider's scopes, and `redirect_uri` on the host the browser is on. The login state (verifier, nonce, return
+ * authorization endpoint with PKCE S256, `state` and `nonce` (256 bits each from the CSPRNG, see
+ * LoginStateCookies.secrets), the provider's scopes, and `redirect_uri` on the host the browser is on. The login state (verifier, nonce, return
  * URL, provider and issuer) is sealed into its own short-lived cookie (LoginStateCookies bounds how many a browser holds).
  *
  * The scheme of `redirect_uri` and of the return URL is the CheckRequest's `:scheme`, never `X-Forwarded-Proto` from

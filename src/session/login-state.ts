@@ -88,8 +88,10 @@ export class LoginStateCookies {
 
   /** Fresh state, nonce and PKCE verifier (256 bits each, CSPRNG), and the verifier's S256 challenge. */
   secrets(): LoginSecrets {
+    const state = this.random.token(SECRET_BYTES);
+    const nonce = this.random.token(SECRET_BYTES);
     const codeVerifier = this.random.token(SECRET_BYTES);
-    return { state: this.random.token(SECRET_BYTES), nonce: this.random.token(SECRET_BYTES), codeVerifier, codeChallenge: pkceChallenge(codeVerifier) };
+    return { state, nonce, codeVerifier, codeChallenge: pkceChallenge(codeVerifier) };
   }
 
   /** The cookie name a login with this `state` uses. */
