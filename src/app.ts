@@ -11,6 +11,7 @@ import { GrpcServer } from './server/grpc.js';
 import { HealthService } from './server/health.js';
 import { KeyRing } from './session/key-ring.js';
 import { LoginStateCookies } from './session/login-state.js';
+import { RandomPool } from './session/random-pool.js';
 import { createSessionStore } from './session/index.js';
 import type { SessionStore } from './session/types.js';
 import { createLogger, type Logger } from './telemetry/logger.js';
@@ -65,9 +66,11 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
   let store: SessionStore | undefined;
   let browser: OidcBrowserFlow | undefined;
   if (config.session !== undefined && config.providers.length > 0) {
-    const keyRing = new KeyRing(config.session.keys.map((k) => decodeKey(secretValue(k))!));
+    // One CSPRNG pool for seal IVs and login secrets: bulk refills instead of an OpenSSL call per value.
+    const random = new RandomPool();
+    const keyRing = new KeyRing(config.session.keys.map((k) => decodeKey(secretValue(k))!), { randomBytes: (n) => random.bytes(n) });
     store = createSessionStore(config.session, keyRing, { now });
-    const loginState = new LoginStateCookies(config.session, keyRing, { now });
+    const loginState = new LoginStateCookies(config.session, keyRing, { now, random });
     browser = new OidcBrowserFlow({ config, store, loginState, metrics, logger, now });
   }
 
@@ -93,7 +96,7 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
     host: config.server.grpc.host,
     port: config.server.grpc.port,
     tls: config.server.grpc.tls,
-    check: createCheckHandler(decider, metrics, logger, config.decision.errorStatus),
+    check: createCheckHandler(decider, metrics, logger, config.decision.errorStatus, config.log.denyLinesPerSecond),
     health,
     logger,
   });

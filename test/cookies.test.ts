@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
@@ -214,6 +214,22 @@ describe('KeyRing', () => {
       expect(ring.unseal(bad.toString('base64url'), 'p')).toBeUndefined();
     }
     expect(ring.unseal(raw.subarray(0, raw.length - 4).toString('base64url'), 'p')).toBeUndefined();
+  });
+
+  it('opens with plain node:crypto by the documented layout, for every size and more purposes than it memoises', () => {
+    const ring = new KeyRing([k1, k2]);
+    const id = createHash('sha256').update(k1).digest().subarray(0, 4);
+    for (let i = 0; i < 40; i++) {
+      const purpose = `purpose-${i % 12}`;
+      const plaintext = randomBytes(i * 9);
+      const raw = Buffer.from(ring.seal(plaintext, purpose), 'base64url');
+      expect(raw.subarray(1, 5)).toEqual(id);
+      const decipher = createDecipheriv('aes-256-gcm', k1, raw.subarray(5, 17), { authTagLength: 16 });
+      decipher.setAAD(Buffer.concat([raw.subarray(0, 5), Buffer.from(purpose)]));
+      decipher.setAuthTag(raw.subarray(raw.length - 16));
+      expect(Buffer.concat([decipher.update(raw.subarray(17, raw.length - 16)), decipher.final()])).toEqual(plaintext);
+      expect(ring.unseal(ring.seal(plaintext, purpose), `purpose-${(i + 1) % 12}`)).toBeUndefined();
+    }
   });
 
   it('refuses keys that are not 32 bytes, and an empty ring', () => {

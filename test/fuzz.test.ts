@@ -67,6 +67,8 @@ beforeAll(async () => {
   });
   const config = parseConfig({
     server: { grpc: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } },
+    // Every reply's own line tells this file its reason: no rate limit (test/deny-log-limit.test.ts covers the limit).
+    log: { level: 'info', denyLinesPerSecond: 1_000_000 },
     issuers: [{ name: 'corp', issuer: tokens.issuer, audiences: ['kubeflow'], claims: { userPrefix: 'oidc:' } }],
     providers: [{ name: 'sso', issuer: idp.issuer, clientId: 'kubeflow', clientSecret: 'kubeflow-secret', claims: { userPrefix: 'oidc:' }, timeoutMs: 3000 }],
     session: { keys: [randomBytes(32).toString('base64')] },

@@ -1,6 +1,7 @@
 import { unavailable } from '../decision/local-reply.js';
 import { REASONS, resultOf, type DecisionResult, type Reason } from '../decision/reasons.js';
 import type { Decision } from '../decision/types.js';
+import { LogRateLimiter } from '../telemetry/log-limiter.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { CounterChild, Metrics } from '../telemetry/metrics.js';
 import type { Decider } from './decide.js';
@@ -11,8 +12,10 @@ import { StoreUnavailableError } from '../session/types.js';
 /**
  * Wraps the ladder for the gRPC server: times the decision, counts it by result and reason, logs local replies, and turns
  * any fault into an explicit deny so Envoy never sees an empty (allowing) response or a gRPC error it might fail open on.
+ * Reply lines are limited to `replyLinesPerSecond` per reason (`log.denyLinesPerSecond`), then one `log lines
+ * suppressed` line per reason and second says how many were dropped; the counters count every check.
  */
-export function createCheckHandler(decider: Decider, metrics: Metrics, logger: Logger, errorStatus: number) {
+export function createCheckHandler(decider: Decider, metrics: Metrics, logger: Logger, errorStatus: number, replyLinesPerSecond: number) {
   // Per reason, the counter for an allowing and for a refusing response: no label string built per check.
   const allowCount = new Map<Reason, CounterChild>();
   const replyCount = new Map<Reason, { result: DecisionResult; counter: CounterChild }>();
@@ -22,6 +25,9 @@ export function createCheckHandler(decider: Decider, metrics: Metrics, logger: L
     replyCount.set(reason, { result, counter: metrics.decisions.child({ result, reason }) });
   }
   const histogram = metrics.checkDuration;
+  const limiter = new LogRateLimiter<Reason>(replyLinesPerSecond, (reason, suppressed, windowMs) =>
+    logger.info({ reason, result: replyCount.get(reason)!.result, suppressed, windowMs }, 'log lines suppressed'),
+  );
   const storeDown = unavailable('store_unavailable', errorStatus);
   const internal = unavailable('internal_error', errorStatus);
 
@@ -35,7 +41,7 @@ export function createCheckHandler(decider: Decider, metrics: Metrics, logger: L
     } else {
       const reply = replyCount.get(decision.reason)!;
       reply.counter.inc();
-      if (logger.isLevelEnabled('info')) logReply(logger, reply.result, decision, input);
+      if (logger.isLevelEnabled('info') && limiter.allow(decision.reason)) logReply(logger, reply.result, decision, input);
     }
     return bytes;
   };

@@ -240,7 +240,11 @@ export const configSchema = z.strictObject({
     })
     .prefault({}),
   log: z
-    .strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') })
+    .strictObject({
+      level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+      /** Reply (deny) lines per reason and second, then one summary line: a flood of 401s must not become a flood of log I/O. */
+      denyLinesPerSecond: z.number().int().min(1).max(1_000_000).default(20),
+    })
     .prefault({}),
   cache: z
     .strictObject({

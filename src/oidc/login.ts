@@ -27,13 +27,20 @@ export const RESERVED_AUTH_PARAMS: ReadonlySet<string> = new Set([
 /** Why the request needs a login; the reason of the resulting redirect or 401. */
 export type LoginReason = Extract<Reason, 'login_required' | 'session_expired' | 'session_invalid'>;
 
+/** The 401 of an API request with no cookie to clear (every one of a flood), built once per reason; never mutated. */
+const PLAIN_401: Readonly<Record<LoginReason, Decision>> = Object.freeze({
+  login_required: unauthorized('login_required'),
+  session_expired: unauthorized('session_expired'),
+  session_invalid: unauthorized('session_invalid'),
+});
+
 /**
  * The answer to a request without a usable session.
  *
  * API clients (see request-kind.ts) get a 401 with `WWW-Authenticate` and no login state: a login cookie per
  * background request is how CSRF cookies pile up into a 431 elsewhere. Browsers get a 302 to the provider's
- * authorization endpoint with PKCE S256, `state` and `nonce` (256 bits each from openid-client's CSPRNG helpers), the
- * provider's scopes, and `redirect_uri` on the host the browser is on. The login state (verifier, nonce, return
+ * authorization endpoint with PKCE S256, `state` and `nonce` (256 bits each from the CSPRNG, see
+ * LoginStateCookies.secrets), the provider's scopes, and `redirect_uri` on the host the browser is on. The login state (verifier, nonce, return
  * URL, provider and issuer) is sealed into its own short-lived cookie (LoginStateCookies bounds how many a browser holds).
  *
  * The scheme of `redirect_uri` and of the return URL is the CheckRequest's `:scheme`, never `X-Forwarded-Proto` from
@@ -53,7 +60,7 @@ export async function startLogin(
   clear: readonly string[],
 ): Promise<Decision> {
   if (isApiRequest(req, route)) {
-    return unauthorized(reason, undefined, { setCookies: clear });
+    return clear.length === 0 ? PLAIN_401[reason] : unauthorized(reason, undefined, { setCookies: clear });
   }
   const configuration = provider.configuration;
   if (configuration === undefined) {
@@ -62,10 +69,7 @@ export async function startLogin(
   const origin = RedirectGuard.origin(req);
   if (origin === undefined) return textReply(400, reason, 'Bad Request\n', { setCookies: clear, detail: 'request authority is not a plain host' });
 
-  const state = client.randomState();
-  const nonce = client.randomNonce();
-  const codeVerifier = client.randomPKCECodeVerifier();
-  const codeChallenge = await client.calculatePKCECodeChallenge(codeVerifier);
+  const { state, nonce, codeVerifier, codeChallenge } = ctx.loginState.secrets();
   const { setCookies } = ctx.loginState.begin(cookies, {
     state,
     nonce,
@@ -76,18 +80,34 @@ export async function startLogin(
     createdAt: Math.floor(ctx.now() / 1000),
   });
 
-  const params: Record<string, string> = {};
-  for (const [k, v] of Object.entries(provider.config.extraAuthParams)) if (!RESERVED_AUTH_PARAMS.has(k)) params[k] = v;
-  Object.assign(params, {
-    response_type: 'code',
-    redirect_uri: origin + provider.config.callbackPath,
-    scope: provider.config.scopes.join(' '),
-    state,
-    nonce,
-    code_challenge: codeChallenge,
-    code_challenge_method: 'S256',
-  });
-  const url = client.buildAuthorizationUrl(configuration, params);
+  const url = authorizationUrl(provider, configuration, origin, { state, nonce, codeChallenge });
   provider.count('login_start');
-  return redirect(reason, url.href, [...clear, ...setCookies]);
+  return redirect(reason, url, [...clear, ...setCookies]);
+}
+
+/** The authorization URL up to the per-login parameters, per discovered configuration (a rediscovery makes a new one). */
+const fixedParts = new WeakMap<client.Configuration, string>();
+
+/**
+ * The authorization request URL of one login: the part every login of `provider` shares (endpoint with its own
+ * query, client_id, response_type, scope, extraAuthParams, code_challenge_method) is built by openid-client once per
+ * configuration, then the per-login parameters are appended. `state`, `nonce` and `codeChallenge` are base64url (no
+ * escaping needed); redirect_uri is percent-encoded.
+ */
+export function authorizationUrl(
+  provider: OidcProvider,
+  configuration: client.Configuration,
+  origin: string,
+  login: { state: string; nonce: string; codeChallenge: string },
+): string {
+  let fixed = fixedParts.get(configuration);
+  if (fixed === undefined) {
+    const params: Record<string, string> = {};
+    for (const [k, v] of Object.entries(provider.config.extraAuthParams)) if (!RESERVED_AUTH_PARAMS.has(k)) params[k] = v;
+    Object.assign(params, { response_type: 'code', scope: provider.config.scopes.join(' '), code_challenge_method: 'S256' });
+    fixed = client.buildAuthorizationUrl(configuration, params).href;
+    fixedParts.set(configuration, fixed);
+  }
+  const redirectUri = encodeURIComponent(origin + provider.config.callbackPath);
+  return `${fixed}&redirect_uri=${redirectUri}&state=${login.state}&nonce=${login.nonce}&code_challenge=${login.codeChallenge}`;
 }

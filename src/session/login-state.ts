@@ -1,13 +1,16 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, hash, timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { SessionConfig } from '../config/schema.js';
 import { CHUNK_SIZE, cookieName, cookieOptions, expireCookie, serializeCookie, type CookieOptions } from './cookies.js';
 import type { KeyRing } from './key-ring.js';
+import { RandomPool } from './random-pool.js';
 
 /** Purpose (AAD) of a sealed login state: it can never pass as a session, nor a session as a login state. */
 export const LOGIN_PURPOSE = 'login';
 const MAX_STATE_CHARS = 512;
 const MAX_CONSUMED = 50_000;
+/** 256 bits each for state, nonce and PKCE verifier (security baseline: >= 128 bits from a CSPRNG). */
+const SECRET_BYTES = 32;
 
 /** What the callback needs from the login that started it. `createdAt` is epoch seconds. */
 export interface LoginState {
@@ -31,9 +34,24 @@ interface Encoded {
   c: number;
 }
 
+/** The random values of one new login, and the PKCE S256 challenge of its verifier. */
+export interface LoginSecrets {
+  state: string;
+  nonce: string;
+  codeVerifier: string;
+  codeChallenge: string;
+}
+
 export interface LoginStateDeps {
   /** Epoch milliseconds. */
   now?: () => number;
+  /** Where state, nonce and verifier come from; default: a RandomPool of its own. */
+  random?: RandomPool;
+}
+
+/** RFC 7636 4.2 S256: BASE64URL(SHA-256(ASCII(code_verifier))). Synchronous: WebCrypto's digest is a thread-pool job per login. */
+export function pkceChallenge(codeVerifier: string): string {
+  return createHash('sha256').update(codeVerifier, 'ascii').digest('base64url');
 }
 
 /**
@@ -49,8 +67,11 @@ export interface LoginStateDeps {
 export class LoginStateCookies {
   private readonly base: string;
   private readonly opts: CookieOptions;
+  /** `opts` with Max-Age = loginStateTtlSeconds: the options of every new login cookie, built once. */
+  private readonly beginOpts: CookieOptions;
   private readonly now: () => number;
   private readonly consumed: LRUCache<string, true>;
+  private readonly random: RandomPool;
 
   constructor(
     private readonly config: SessionConfig,
@@ -59,13 +80,23 @@ export class LoginStateCookies {
   ) {
     this.base = `${cookieName(config.cookieName, config)}_login_`;
     this.opts = cookieOptions(config);
+    this.beginOpts = { ...this.opts, maxAge: config.loginStateTtlSeconds };
     this.now = deps.now ?? Date.now;
+    this.random = deps.random ?? new RandomPool();
     this.consumed = new LRUCache({ max: MAX_CONSUMED, ttl: config.loginStateTtlSeconds * 1000 });
+  }
+
+  /** Fresh state, nonce and PKCE verifier (256 bits each, CSPRNG), and the verifier's S256 challenge. */
+  secrets(): LoginSecrets {
+    const state = this.random.token(SECRET_BYTES);
+    const nonce = this.random.token(SECRET_BYTES);
+    const codeVerifier = this.random.token(SECRET_BYTES);
+    return { state, nonce, codeVerifier, codeChallenge: pkceChallenge(codeVerifier) };
   }
 
   /** The cookie name a login with this `state` uses. */
   cookieNameFor(state: string): string {
-    return this.base + createHash('sha256').update(state, 'utf8').digest('hex').slice(0, 8);
+    return this.base + hash('sha256', state, 'hex').slice(0, 8); // one-shot: no Hash object per login
   }
 
   /**
@@ -75,7 +106,7 @@ export class LoginStateCookies {
    */
   begin(cookies: ReadonlyMap<string, string>, data: LoginState): { setCookies: string[] } {
     const name = this.cookieNameFor(data.state);
-    const setCookies = [serializeCookie(name, this.sealFitting(data, name), { ...this.opts, maxAge: this.config.loginStateTtlSeconds })];
+    const setCookies = [serializeCookie(name, this.sealFitting(data, name), this.beginOpts)];
 
     const pending: { name: string; createdAt: number }[] = [];
     for (const [cookie, value] of cookies) {
