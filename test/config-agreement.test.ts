@@ -108,7 +108,8 @@ function shippedConfigs(): string[] {
     .filter((f) => f.endsWith('.yaml'))
     .map((f) => join(root, 'examples', f));
   const deploy = readdirSync(join(root, 'deploy'), { recursive: true, encoding: 'utf8' })
-    .filter((f) => f.endsWith('config.yaml') && !f.startsWith('helm'))
+    // Our configs are named config.yaml; mesh-config.yaml and the like are Kubernetes objects, not ours.
+    .filter((f) => (f === 'config.yaml' || f.endsWith('/config.yaml')) && !f.startsWith('helm'))
     .map((f) => join(root, 'deploy', f));
   return [...examples, ...deploy];
 }
