@@ -86,6 +86,13 @@ function crossCheck(config: Config): ConfigIssue[] {
   };
   unique(config.issuers, 'issuers');
   unique(config.providers, 'providers');
+  // `iss` picks the bearer issuer entry, so two entries for one issuer are ambiguous (serve used to exit 1 on it).
+  const firstWithIssuer = new Map<string, number>();
+  config.issuers.forEach((item, i) => {
+    const first = firstWithIssuer.get(item.issuer);
+    if (first === undefined) firstWithIssuer.set(item.issuer, i);
+    else issues.push({ path: `issuers.${i}.issuer`, message: `duplicate issuer "${item.issuer}" (issuers.${first} has it): one entry per issuer; a claims.user list serves people and service accounts` });
+  });
 
   const issuerNames = new Set(config.issuers.map((i) => i.name));
   const providerNames = new Set(config.providers.map((p) => p.name));

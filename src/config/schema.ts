@@ -68,9 +68,22 @@ const route = z.strictObject({
   allow: allowRules.default({ emailDomains: [], emails: [], groups: [] }),
 });
 
+// ---- issue 10: real IdPs (token kinds, claim fallbacks, logout revocation) -------------------------------------
+/** One claim name, or a list of them: the first claim present in the token is used. */
+const claimNames = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]);
+/** Kinds of JWT a bearer issuer accepts (see src/token/token-kind.ts for how they are told apart). */
+const tokenKinds = z
+  .array(z.enum(['access', 'id']))
+  .min(1)
+  .refine((k) => new Set(k).size === k.length, { message: 'expected each kind at most once' });
+// ---------------------------------------------------------------------------------------------------------------
+
 const claimMapping = z.strictObject({
-  /** Claim used as the user id (kubeflow-userid). */
-  user: z.string().min(1).default('email'),
+  /**
+   * Claim used as the user id (kubeflow-userid), or a list tried in order, e.g. [email, preferred_username, sub] so
+   * one issuer serves people (email) and service accounts (no email).
+   */
+  user: claimNames.default('email'),
   email: z.string().min(1).default('email'),
   groups: z.string().min(1).default('groups'),
   preferredUsername: z.string().min(1).default('preferred_username'),
@@ -108,6 +121,11 @@ const bearerIssuer = z.strictObject({
   /** If set, the JOSE `typ` header must be one of these (e.g. ["at+jwt"]) so ID tokens cannot pass as access tokens. */
   allowedTypes: z.array(z.string().min(1)).optional(),
   clockToleranceSeconds: seconds.max(300).default(30),
+  /**
+   * Accepted kinds of token. Access tokens only by default: an ID token is proof of a login given to one client, not
+   * a credential for APIs (RFC 9068, OIDC Core 2). Add `id` for IdPs that only issue ID-token-shaped JWTs (Dex).
+   */
+  tokenKinds: tokenKinds.default(['access']),
   /** PEM CA bundle to trust for the JWKS/discovery fetch (e.g. the in-cluster API server CA). */
   caFile: z.string().min(1).optional(),
   /** Bearer token file sent on JWKS fetches (Kubernetes API servers that do not serve JWKS anonymously). */

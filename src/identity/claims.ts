@@ -24,9 +24,12 @@ export type ClaimsResult = { ok: true; identity: Identity } | { ok: false; detai
  * Maps verified claims to an Identity whose values are safe to put in upstream headers. Shared by bearer tokens and
  * browser sessions, so both produce the same user id for the same person.
  *
+ * The user id is the first claim of `mapping.user` (a name or a list, e.g. `[email, preferred_username, sub]`) that is
+ * present in the token, so one issuer can serve people and service accounts without an email.
+ *
  * What rejects the whole identity (fail closed, the caller denies): a missing or unsafe `sub` or user claim, an email
- * claim that is present but not exactly one plain address, and `email_verified` present and not true when
- * `requireEmailVerified` is set. What is dropped instead: `preferred_username` when unsafe (display only), and single
+ * claim that is present but not exactly one plain address, and, when `requireEmailVerified` is set, an email whose
+ * `email_verified` is present and not true. What is dropped instead: `preferred_username` when unsafe (display only), and single
  * groups that are not strings, empty, too long, or contain a control character. Dropping a group can only take
  * rights away, while rejecting the identity for one odd group name would lock a user out for something they do not
  * control; a control character is never part of a real group name, so encoding it would only preserve an attack.
@@ -41,12 +44,6 @@ export function identityFromClaims(claims: Record<string, unknown>, mapping: Cla
   const subject = claims.sub;
   if (typeof subject !== 'string' || !isSafeValue(subject, MAX_USER_LENGTH)) return { ok: false, detail: 'sub claim missing or not a safe string' };
 
-  if (mapping.requireEmailVerified && Object.hasOwn(claims, 'email_verified')) {
-    const v = claims.email_verified;
-    // Some IdPs (Cognito, older ADFS) send the string form.
-    if (v !== true && v !== 'true') return { ok: false, detail: 'email_verified is not true' };
-  }
-
   let email: string | undefined;
   const rawEmail = claimValue(claims, mapping.email);
   if (rawEmail !== undefined && rawEmail !== null) {
@@ -54,10 +51,21 @@ export function identityFromClaims(claims: Record<string, unknown>, mapping: Cla
     email = rawEmail;
   }
 
-  const rawUser = claimValue(claims, mapping.user);
-  if (typeof rawUser !== 'string' || rawUser.length === 0) return { ok: false, detail: `${mapping.user} claim (user id) missing or not a string` };
+  // email_verified is about the email: a service account without one (Keycloak sends `email_verified: false`) has
+  // nothing to verify. An unverified email that is the user id is refused through here as well.
+  if (mapping.requireEmailVerified && email !== undefined && Object.hasOwn(claims, 'email_verified')) {
+    const v = claims.email_verified;
+    // Some IdPs (Cognito, older ADFS) send the string form.
+    if (v !== true && v !== 'true') return { ok: false, detail: 'email_verified is not true' };
+  }
+
+  const userClaims = typeof mapping.user === 'string' ? [mapping.user] : mapping.user;
+  // The first claim present decides; one present but unusable refuses the identity rather than falling through.
+  const userClaim = userClaims.find((name) => (claimValue(claims, name) ?? null) !== null) ?? userClaims.join('|');
+  const rawUser = claimValue(claims, userClaim);
+  if (typeof rawUser !== 'string' || rawUser.length === 0) return { ok: false, detail: `${userClaim} claim (user id) missing or not a string` };
   const user = mapping.userPrefix + rawUser;
-  if (!isSafeValue(user, MAX_USER_LENGTH)) return { ok: false, detail: `${mapping.user} claim (user id) is not header-safe` };
+  if (!isSafeValue(user, MAX_USER_LENGTH)) return { ok: false, detail: `${userClaim} claim (user id) is not header-safe` };
 
   const rawName = claimValue(claims, mapping.preferredUsername);
   const preferredUsername = typeof rawName === 'string' && rawName.length > 0 && isSafeValue(rawName, MAX_USERNAME_LENGTH) ? rawName : undefined;
