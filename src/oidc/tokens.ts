@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import * as client from 'openid-client';
 import { identityFromClaims } from '../identity/claims.js';
 import type { Identity } from '../identity/types.js';
@@ -81,6 +82,10 @@ export async function buildSession(
     createdAt: previous?.createdAt ?? nowSec,
     lastSeenAt: nowSec,
   };
+  // 128 random bits per login (a new one after every login: fixation), kept through refreshes; a session sealed
+  // before ids existed keeps matching revocations by subject and login time.
+  const sessionId = previous === undefined ? randomBytes(16).toString('base64url') : previous.sessionId;
+  if (sessionId !== undefined) session.sessionId = sessionId;
   const idToken = tokens.id_token ?? previous?.idToken;
   const refreshToken = tokens.refresh_token ?? previous?.refreshToken;
   if (idToken !== undefined) session.idToken = idToken;
