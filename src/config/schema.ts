@@ -147,7 +147,11 @@ const provider = z.strictObject({
   clientId: z.string().min(1),
   clientSecret: secret.optional(),
   tokenEndpointAuthMethod: z.enum(['client_secret_basic', 'client_secret_post', 'none']).default('client_secret_basic'),
-  scopes: z.array(z.string().min(1)).default(['openid', 'email', 'profile', 'groups', 'offline_access']),
+  /**
+   * No offline_access by default: an offline refresh token outlives the IdP's logout (Keycloak keeps offline sessions
+   * through RP-initiated logout). Only IdPs that issue no refresh token without it need it: Dex (docs/idps.md).
+   */
+  scopes: z.array(z.string().min(1)).default(['openid', 'email', 'profile', 'groups']),
   callbackPath: z.string().startsWith('/').default('/oauth2/callback'),
   /** Read extra claims from the userinfo endpoint after login. */
   userinfo: z.boolean().default(false),
