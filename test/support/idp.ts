@@ -265,6 +265,8 @@ export interface StackOptions {
   gatewayPort?: number;
   /** Collects every log line of every replica at debug level (instead of OIDC_TEST_LOG / silent). */
   logs?: string[];
+  /** Bearer issuers (`issuers` config). */
+  issuers?: unknown[];
 }
 
 /** IdP + N product replicas (createApp) + N Envoy emulators + one echo upstream, all on loopback. */
@@ -313,6 +315,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const config = parseConfig({
     server: { grpc: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } },
     log: { level: 'silent' },
+    ...(options.issuers !== undefined ? { issuers: options.issuers } : {}),
     providers: [
       {
         name: 'corp',

@@ -89,6 +89,8 @@ export interface TestKeycloak {
   setBackchannelLogoutUrl(url: string): Promise<void>;
   /** Ends every session of the user at Keycloak (admin API `users/{id}/logout`), as an admin would. */
   logoutUser(username: string): Promise<void>;
+  /** Revokes the user's offline tokens for the login client (admin API `users/{id}/consents/{client}`). */
+  revokeOfflineTokens(username: string): Promise<void>;
   /** The user's sessions Keycloak still holds: online and offline. */
   sessionCount(username: string): Promise<{ online: number; offline: number }>;
   /** A token endpoint response for a grant (password, client_credentials, refresh_token ...). */
@@ -234,6 +236,8 @@ async function configureRealm(
     protocolMapper: 'oidc-audience-mapper',
     config: { 'included.client.audience': clientId, 'id.token.claim': 'false', 'access.token.claim': 'true', 'introspection.token.claim': 'true' },
   };
+  // The full-path variant goes into the ID token only: both lists in every token would double a big group list
+  // in the session cookie (82 long names: over the 8-chunk limit).
   const groupMapper = (name: string, fullPath: boolean) => ({
     name,
     protocol: 'openid-connect',
@@ -242,7 +246,7 @@ async function configureRealm(
       'claim.name': name,
       'full.path': String(fullPath),
       'id.token.claim': 'true',
-      'access.token.claim': 'true',
+      'access.token.claim': String(!fullPath),
       'userinfo.token.claim': 'true',
       'introspection.token.claim': 'true',
     },
@@ -329,6 +333,9 @@ async function configureRealm(
     },
     async logoutUser(username) {
       await admin('POST', `/users/${await userId(username)}/logout`);
+    },
+    async revokeOfflineTokens(username) {
+      await admin('DELETE', `/users/${await userId(username)}/consents/${encodeURIComponent(clientId)}`);
     },
     async sessionCount(username) {
       const id = await userId(username);
