@@ -208,6 +208,17 @@ describe('callback attacks', () => {
     expect((await login(new TestBrowser(), '/')).callback.status).toBe(302);
   });
 
+  it('answers a clear 500, not a 503, when the session is too large for the cookie store (issue 10)', async () => {
+    const groups = Array.from({ length: 700 }, (_, i) => `/realm/department-${i}/a-rather-long-team-name-${i}`);
+    idp.forgeIdTokens((c) => ({ ...c, groups }), 'authorization_code');
+    const errors = events('callback_error');
+    const { callback } = await login(new TestBrowser(), '/');
+    expect(callback.status).toBe(500);
+    expect(callback.body).toContain('session.store: redis');
+    expect(cookieNames(callback.setCookies)).not.toContain(SESSION);
+    expect(events('callback_error')).toBe(errors + 1);
+  });
+
   it('refuses an ID token signed with another key under the same kid, and one with alg none', async () => {
     const { privateKey } = await generateKeyPair('RS256');
     const forgeries = [
