@@ -43,15 +43,15 @@ export function authzConfig({ issuer, grpcPort, adminPort, cache, workers, sessi
 }
 
 /**
- * Starts `node dist/cli.js serve` with that config. Fixed ports (cluster workers need them). Resolves when every
- * process is listening and /readyz says ready (JWKS fetched, provider discovered).
+ * Starts `node dist/cli.js serve` with that config (`cli`: another build's cli.js, for a baseline). Fixed ports (cluster
+ * workers need them). Resolves when every process is listening and /readyz says ready (JWKS fetched, provider discovered).
  */
-export async function startAuthz({ name, workDir, issuer, cache, workers = 0, sessionKey, issuers, nodeArgs = [] }) {
+export async function startAuthz({ name, workDir, issuer, cache, workers = 0, sessionKey, issuers, nodeArgs = [], cli = join(root, 'dist/cli.js') }) {
   const grpcPort = await freePort();
   const adminPort = await freePort();
   const file = join(workDir, `${name}.json`);
   writeFileSync(file, JSON.stringify(authzConfig({ issuer, grpcPort, adminPort, cache, workers, sessionKey, issuers }), null, 2));
-  const p = await startProcess(name, process.execPath, [...nodeArgs, join(root, 'dist/cli.js'), 'serve', '--config', file], {
+  const p = await startProcess(name, process.execPath, [...nodeArgs, cli, 'serve', '--config', file], {
     log: join(workDir, `${name}.log`),
     ready: jsonListening(Math.max(1, workers)),
   });

@@ -1,4 +1,4 @@
-// Microbenchmark: the hand-written Check codec (src/check/wire.ts) against the object conversion a proto-loader
+// Microbenchmark: the hand-written Check codec (src/check/wire/check-codec.ts) against the object conversion a proto-loader
 // grpc-js service does (protobufjs decode + toObject, fromObject + encode), on one realistic request and allow.
 // npm run build && node bench/codec.mjs [--runs 5] [--ms 1000]
 import { loadSync } from '@grpc/proto-loader';
@@ -6,7 +6,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const wire = await import(join(root, 'dist/check/wire.js'));
+const wire = {
+  ...(await import(join(root, 'dist/check/wire/check-codec.js'))),
+  ...(await import(join(root, 'dist/check/wire/client-codec.js'))),
+};
 
 const args = process.argv.slice(2);
 const flag = (name, dflt) => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) : dflt);

@@ -3,7 +3,7 @@
 // Fills a DecisionCache with N realistic entries (identity, pre-encoded allow, header-name set) built by the same
 // code the Decider uses, then compares heap + external growth after full GCs with the cache's own byte count.
 import { DecisionCache } from '../dist/check/cache.js';
-import { encodeAllowParts } from '../dist/check/wire.js';
+import { encodeAllowParts } from '../dist/check/wire/check-codec.js';
 import { parseConfig } from '../dist/config/load.js';
 import { IdentityHeaders } from '../dist/identity/headers.js';
 import { Metrics } from '../dist/telemetry/metrics.js';

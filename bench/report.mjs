@@ -150,7 +150,7 @@ function markdown(report) {
 }
 
 const esc = (s) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-const COLORS = { ceiling: '#9e9e9e', ours: '#1f77b4', workers: '#6baed6', peer: '#ff7f0e' };
+const COLORS = { ceiling: '#9e9e9e', ours: '#1f77b4', workers: '#6baed6', peer: '#ff7f0e', baseline: '#2ca02c' };
 
 /** Two bar panels, one row per scenario: throughput at saturation and server CPU per check. */
 function svgChart(report) {
@@ -188,7 +188,8 @@ function svgChart(report) {
   });
   const ly = top + rows.length * rowH + 20;
   let lx = 10;
-  for (const [group, label] of [['ceiling', 'no-op ceiling'], ['ours', 'oidc-ext-authz'], ['workers', 'oidc-ext-authz, cluster workers'], ['peer', 'peers (oauth2-proxy, OPA-Envoy)']]) {
+  const legend = [['ceiling', 'no-op ceiling'], ['ours', 'oidc-ext-authz'], ['workers', 'oidc-ext-authz, cluster workers'], ['peer', 'peers (oauth2-proxy, OPA-Envoy)'], ['baseline', 'baseline build (--baseline)']];
+  for (const [group, label] of legend.filter(([g]) => g !== 'baseline' || rows.some((r) => r.group === 'baseline'))) {
     out.push(`<rect x="${lx}" y="${ly - 10}" width="12" height="12" fill="${COLORS[group]}"/><text x="${lx + 16}" y="${ly}">${label}</text>`);
     lx += 40 + label.length * 6.5;
   }

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const { encodeCheckRequest, decodeCheckResponse } = await import(join(root, 'dist/check/wire.js'));
+const { encodeCheckRequest, decodeCheckResponse } = await import(join(root, 'dist/check/wire/client-codec.js'));
 export { decodeCheckResponse };
 
 export const CHECK_PATH = '/envoy.service.auth.v3.Authorization/Check';

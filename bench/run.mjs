@@ -1,6 +1,7 @@
 // Benchmark harness: this server against the no-op ceiling and against oauth2-proxy and OPA-Envoy, in one run, on
 // the same cores, with the same concurrency and the same credentials. See bench/README.md.
 //   node bench/run.mjs [--quick] [--rounds N] [--seconds S] [--only id,id] [--no-peers] [--profile] [--soak MINUTES]
+//                      [--baseline DIR]   (DIR: another built checkout, e.g. main before a change: same scenarios, same run)
 // Writes <out>/latest.json, latest.md and latest.svg (out: bench/results, or bench/results/quick with --quick).
 // Exits 1 only on a broken harness or a wrong decision, never on a slow number.
 import { execFileSync } from 'node:child_process';
@@ -38,7 +39,10 @@ const o = {
   profile: has('--profile'),
   soak: Number(flag('--soak', 0)),
   workDir: mkdtempSync(join(tmpdir(), 'oidc-ext-authz-bench-')),
+  baseline: flag('--baseline', undefined),
 };
+const baselineCli = o.baseline === undefined ? undefined : join(o.baseline, 'dist/cli.js');
+if (baselineCli !== undefined && !existsSync(baselineCli)) throw new Error(`--baseline ${o.baseline}: no dist/cli.js there (build that checkout first)`);
 const outDir = join(root, flag('--out', quick ? 'bench/results/quick' : 'bench/results'));
 // Quick mode (CI) keeps the harness from rotting: every scenario runs once, a few of them also at the fixed rate.
 const QUICK_FIXED = new Set(['ceiling', 'bearer-cached', 'session-cached', 'mix', 'opa-bearer']);
@@ -93,6 +97,9 @@ async function main() {
     servers.w1 = await startAuthz({ name: 'authz-workers-1', workDir: o.workDir, issuer, sessionKey, cache: oneEntry, workers: 1 });
     servers.w2 = await startAuthz({ name: 'authz-workers-2', workDir: o.workDir, issuer, sessionKey, cache: oneEntry, workers: 2 });
   }
+  if (baselineCli !== undefined) {
+    servers.baseline = await startAuthz({ name: 'authz-baseline', workDir: o.workDir, issuer, sessionKey, cli: baselineCli, nodeArgs: profileArgs('authz-baseline') });
+  }
   const versions = { node: process.version, h2load: toolVersion('h2load').replace(/^h2load /, ''), ghz: toolVersion(findTool('ghz')) };
   if (withPeers && peerBinaries.oauth2Proxy && want('oauth2-proxy')) {
     servers.oauth2Proxy = await startOauth2Proxy({ binary: peerBinaries.oauth2Proxy, port: opPort, workDir: o.workDir, issuer, clientId: opClient.client_id, clientSecret: opClient.client_secret, audience: AUDIENCE });
@@ -111,6 +118,12 @@ async function main() {
   if (oauth2ProxyCookie) log(`oauth2-proxy session: logged in through /oauth2/start + IdP + /oauth2/callback (${oauth2ProxyCookie.length} bytes)`);
 
   let scenarios = buildScenarios({ workDir: o.workDir, servers, idp, bearer, coldRs256, coldEs256, sessionCookie, oauth2ProxyCookie, callbackLogins: o.callbackLogins });
+  if (servers.baseline) {
+    // The same requests against the other build, compared per round like a peer: before/after a change in one run.
+    const label = `baseline ${execFileSync('git', ['-C', o.baseline, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim()}`;
+    const same = scenarios.filter((s) => s.server === servers.authz && s.tool !== 'ghz-once');
+    scenarios.push(...same.map((s) => ({ ...s, id: `${s.id}@baseline`, title: `${s.title} (${label})`, group: 'baseline', server: servers.baseline, peerOf: s.id, fixedRate: false })));
+  }
   if (o.soak > 0) {
     const md = await runSoak({ scenarios, o, outDir, minutes: o.soak, sliceSeconds: quick ? 10 : 30, log });
     process.stdout.write(`${md}\n`);

@@ -109,7 +109,7 @@ install_apt() {
       if command -v sudo >/dev/null; then
         sudo=(sudo)
       else
-        echo "apt: not root and no sudo: install these yourself: apt-get install ${APT_PACKAGES[*]}"
+        echo "apt: not root and no sudo; as root, run: apt-get update && apt-get install -y --no-install-recommends ${APT_PACKAGES[*]}" >&2
         SKIPPED+=(apt)
         return 0
       fi
@@ -312,8 +312,13 @@ install_keycloak() {
     echo "keycloak $KEYCLOAK_VERSION (cached) java $java"
     return 0
   fi
+  if ! command -v mvn >/dev/null && [ "$(id -u)" -eq 0 ]; then
+    # Maven's own client fetches the zip (checksums verified); Debian packages it.
+    mkdir -p "$LOGS"
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -q install -y --no-install-recommends maven >>"$LOGS/apt.log" 2>&1 || true
+  fi
   if ! command -v mvn >/dev/null; then
-    echo "keycloak $KEYCLOAK_VERSION: FAILED: mvn (Debian package maven) is needed to fetch $KEYCLOAK_GAV from Maven Central" >&2
+    echo "keycloak $KEYCLOAK_VERSION: FAILED: mvn is needed to fetch $KEYCLOAK_GAV from Maven Central: apt-get install maven" >&2
     FAILED+=(keycloak)
     return 0
   fi

@@ -69,7 +69,7 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
     const keyRing = new KeyRing(config.session.keys.map((k) => decodeKey(secretValue(k))!));
     store = createSessionStore(config.session, keyRing, { now });
     const loginState = new LoginStateCookies(config.session, keyRing, { now });
-    browser = new OidcBrowserFlow({ config, store, loginState, keyRing, metrics, logger, now });
+    browser = new OidcBrowserFlow({ config, store, loginState, metrics, logger, now });
   }
 
   const decider = new Decider({ config, routes, headers: identityHeaders, verifier, tokenCache, browser, now });

@@ -128,26 +128,34 @@ describe('chunking', () => {
 });
 
 describe('stripCookies', () => {
-  const ours = ownCookieMatcher('__Host-oidc_session');
+  const base = '__Host-oidc_session';
+  const ours = ownCookieMatcher(base);
 
   it('removes the session, its chunks and login states, keeping the app cookies in order', () => {
     const header = 'app=1; __Host-oidc_session=s; theme=dark; __Host-oidc_session_0=a;__Host-oidc_session_1=b; __Host-oidc_session_login_0123abcd=l; x=y=z';
-    expect(stripCookies(header, ours)).toBe('app=1; theme=dark; x=y=z');
+    expect(stripCookies(header, base)).toEqual({ changed: true, value: 'app=1; theme=dark; x=y=z' });
   });
 
   it('removes every duplicate, including those beyond the parse limit', () => {
     const filler = Array.from({ length: MAX_COOKIES + 10 }, (_, i) => `f${i}=1`).join('; ');
-    const stripped = stripCookies(`__Host-oidc_session=a; ${filler}; __Host-oidc_session=b`, ours);
-    expect(stripped).not.toContain('oidc_session');
-    expect(stripped.split('; ')).toHaveLength(MAX_COOKIES + 10);
+    const stripped = stripCookies(`__Host-oidc_session=a; ${filler}; __Host-oidc_session=b`, base);
+    expect(stripped.changed).toBe(true);
+    expect(stripped.value).not.toContain('oidc_session');
+    expect(stripped.value!.split('; ')).toHaveLength(MAX_COOKIES + 10);
   });
 
-  it('returns "" when only our cookies were there', () => {
-    expect(stripCookies('__Host-oidc_session=a; __Host-oidc_session_0=b', ours)).toBe('');
+  it('says to remove the header when only our cookies were there', () => {
+    expect(stripCookies('__Host-oidc_session=a; __Host-oidc_session_0=b', base)).toEqual({ changed: true, value: undefined });
+  });
+
+  it('forwards a missing header, or one without our cookies, untouched', () => {
+    expect(stripCookies(undefined, base)).toEqual({ changed: false, value: undefined });
+    expect(stripCookies('a=1;b=2', base)).toEqual({ changed: false, value: 'a=1;b=2' });
   });
 
   it('keeps look-alikes that are not ours', () => {
-    expect(stripCookies('oidc_session=a; __Host-oidc_sessionx=b; __host-oidc_session=c', ours)).toBe('oidc_session=a; __Host-oidc_sessionx=b; __host-oidc_session=c');
+    const header = 'oidc_session=a; __Host-oidc_sessionx=b; __host-oidc_session=c';
+    expect(stripCookies(header, base)).toEqual({ changed: false, value: header });
   });
 
   it('never lets one of our cookie names through, whatever the header looks like', () => {
@@ -157,8 +165,9 @@ describe('stripCookies', () => {
         fc.array(fc.constantFrom(';', '; ', ' ;', ';;', ' ; '), { minLength: 20, maxLength: 20 }),
         (names, separators) => {
           const header = names.map((n, i) => `${n}=v${i}${separators[i]}`).join('');
-          const stripped = stripCookies(header, ours);
-          for (const name of parseCookies(stripped).keys()) expect(ours(name)).toBe(false);
+          const stripped = stripCookies(header, base);
+          expect(stripped.changed).toBe(names.some(ours));
+          for (const name of parseCookies(stripped.value).keys()) expect(ours(name)).toBe(false);
         },
       ),
     );

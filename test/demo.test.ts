@@ -1,16 +1,15 @@
 import { spawn } from 'node:child_process';
 import { request } from 'node:http';
-import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO_USER, startDemo, type Demo } from '../src/demo.js';
+import { CHROMIUM, hasChromium } from './support/tools.js';
 
 // The README's main command, driven the way a newcomer would: Chromium opens the printed URL, signs in with the
 // printed credentials on the IdP's own page, reads the identity the app received, and logs out.
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'];
-const available = existsSync(CHROMIUM);
+const available = hasChromium();
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 
 let demo: Demo;

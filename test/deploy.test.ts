@@ -29,6 +29,7 @@ import { IstioOperator } from '@kubernetes-models/istio/install.istio.io/v1alpha
 import { parseConfigText, type ConfigEnvironment } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
 import { hostsFromRoutes, policyHosts, renderIstio } from '../src/render-istio.js';
+import { TOOLS_REQUIRED } from './support/tools.js';
 
 /** Container env vars that may carry a literal value: runtime settings, never secrets. */
 const LITERAL_ENV: ReadonlySet<string> = new Set(['NODE_OPTIONS']);
@@ -377,8 +378,8 @@ const overlays = readdirSync(join(root, 'deploy/overlays'), { withFileTypes: tru
   .sort();
 
 describe('deploy tools', () => {
-  it('kustomize and helm are available (CI fails without them; locally the manifest tests skip)', (ctx) => {
-    if (found.problem && !process.env.CI) {
+  it('kustomize and helm are available (CI and npm test fail without them; a file run alone skips)', (ctx) => {
+    if (found.problem && !TOOLS_REQUIRED) {
       console.warn(`deploy tests skipped: ${found.problem}`);
       ctx.skip();
     }

@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as grpc from '@grpc/grpc-js';
 import { createApp, type App } from '../src/app.js';
-import { REASONS } from '../src/check/reasons.js';
+import { HANDLED_REASONS, REASONS, type Reason } from '../src/decision/reasons.js';
 import { parseConfig } from '../src/config/load.js';
 import { sanitizeUtf8 } from '../src/emulator/envoy.js';
 import { createLogger } from '../src/telemetry/logger.js';
@@ -18,8 +18,8 @@ import { RawCheckClient, encodeRequest, pb, upstreamHeaders, type RawResponse } 
  * Bad input against one server over a real gRPC port: the properties of issue 5 ("never a crash, never an allow that
  * should be a deny, always a clear reason code"), checked on every response by `check()`:
  * - the response is never byte-empty and always carries `status` (Envoy allows on a missing status);
- * - a deny names its HTTP status explicitly, its headers carry no CR/LF/NUL, and exactly one `deny` log line gives a
- *   reason from src/check/reasons.ts; an allow logs none;
+ * - a local reply names its HTTP status explicitly, its headers carry no CR/LF/NUL, and exactly one log line gives a
+ *   reason from src/decision/reasons.ts: `handled` for a finished login or logout, `deny` otherwise; an allow logs none;
  * - no check ever ends in "decision failed" / "encoding failed" (a fault turned into a deny is still a bug here).
  */
 
@@ -151,7 +151,8 @@ async function send(bytes: Buffer, sent: Map<string, string> = new Map()): Promi
   const res = await client.send(bytes);
   const lines = logs.slice(mark).map((l) => JSON.parse(l) as { msg: string; reason?: string });
   for (const line of lines) expect(NEVER_LOGGED.has(line.msg), JSON.stringify(line)).toBe(false);
-  const denies = lines.filter((l) => l.msg === 'deny');
+  // One line per local reply: `handled` for a finished login or logout, `deny` for everything else.
+  const denies = lines.filter((l) => l.msg === 'deny' || l.msg === 'handled');
   expect(res.bytes.length).toBeGreaterThan(0);
   expect(res.hasStatus).toBe(true);
   if (res.allowed) {
@@ -165,6 +166,7 @@ async function send(bytes: Buffer, sent: Map<string, string> = new Map()): Promi
     expect(res.denied!.status).toBeLessThan(600);
     expect(denies).toHaveLength(1);
     expect(REASONS).toContain(denies[0]!.reason);
+    expect(denies[0]!.msg).toBe(HANDLED_REASONS.has(denies[0]!.reason as Reason) ? 'handled' : 'deny');
     for (const h of res.denied!.headers) expect(`${h.key}: ${h.value}`).not.toMatch(/[\r\n\0]/);
   }
   for (const h of [...(res.ok?.headers ?? []), ...(res.ok?.responseHeaders ?? [])]) expect(`${h.key}: ${h.value}`).not.toMatch(/[\r\n\0]/);
@@ -242,10 +244,10 @@ describe('malformed and oversized CheckRequests', () => {
       }),
       { numRuns: 300 },
     );
-    // Not a protobuf message at all: a 400 with reason internal_error, not a gRPC error Envoy might fail open on.
+    // Not a protobuf message at all: a 400 with its own reason, not a gRPC error Envoy might fail open on.
     const garbage = await send(Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]));
     expect(garbage.denied!.status).toBe(400);
-    expect(garbage.reason).toBe('internal_error');
+    expect(garbage.reason).toBe('request_malformed');
     const after = await check({ path: '/x', headers: { authorization: `Bearer ${bearer}` } });
     expect(after.allowed).toBe(true);
   });

@@ -92,17 +92,44 @@ describe('identityFromClaims: user and email', () => {
     expect(ok({ ...base, email }).email).toBe(email);
   });
 
-  it('honours requireEmailVerified', () => {
+  it('refuses an unverified email as the user id by default, with code email_unverified; an absent claim passes', () => {
+    for (const v of [false, 'false', 'FALSE', 0, null, 'no']) {
+      expect(identityFromClaims({ ...base, email_verified: v }, mapping(), 'corp')).toMatchObject({ ok: false, code: 'email_unverified' });
+    }
+    expect(ok({ ...base, email_verified: true }).email).toBe('alice@corp.example');
+    expect(ok({ ...base, email_verified: 'true' }).email).toBe('alice@corp.example');
+    // Access tokens often carry no email_verified at all: accepted unless the mapping requires the claim.
+    expect(ok(base).email).toBe('alice@corp.example');
+  });
+
+  it('honours requireEmailVerified: an absent claim is unverified too', () => {
     const strict = mapping({ requireEmailVerified: true });
     for (const v of [false, 'false', 'FALSE', 0, null, 'no']) {
       expect(rejected({ ...base, email_verified: v }, strict)).toMatch(/email_verified/);
     }
     expect(ok({ ...base, email_verified: true }, strict).email).toBe('alice@corp.example');
     expect(ok({ ...base, email_verified: 'true' }, strict).email).toBe('alice@corp.example');
-    // The option denies on an explicit "not verified", as documented; an absent claim passes.
-    expect(ok(base, strict).email).toBe('alice@corp.example');
-    // Without the option the claim is ignored.
-    expect(ok({ ...base, email_verified: false }).email).toBe('alice@corp.example');
+    expect(identityFromClaims(base, strict, 'corp')).toMatchObject({ ok: false, code: 'email_unverified' });
+    // No email claim at all (a ServiceAccount token with user = sub): nothing to verify.
+    expect(ok({ sub: 'system:serviceaccount:ns:sa' }, mapping({ user: 'sub', requireEmailVerified: true })).user).toBe('system:serviceaccount:ns:sa');
+  });
+
+  it('uses an unverified email only with allowUnverifiedEmail', () => {
+    expect(ok({ ...base, email_verified: false }, mapping({ allowUnverifiedEmail: true })).email).toBe('alice@corp.example');
+  });
+
+  it('drops an unverified email when the user id is another claim, and refuses that claim when it is the same address', () => {
+    const id = ok({ ...base, email_verified: false }, mapping({ user: 'sub' }));
+    expect(id).toMatchObject({ user: 'user-1', email: undefined });
+    const upn = mapping({ user: 'upn' });
+    expect(ok({ ...base, upn: 'alice', email_verified: false }, upn).email).toBeUndefined();
+    expect(identityFromClaims({ ...base, upn: 'Alice@Corp.Example', email_verified: false }, upn, 'corp')).toMatchObject({ ok: false, code: 'email_unverified' });
+  });
+
+  it('refuses a mapping that both requires and waives email verification, naming the key', () => {
+    const parsed = configSchema.safeParse({ issuers: [{ name: 'x', issuer: 'https://x.example', audiences: ['a'], claims: { requireEmailVerified: true, allowUnverifiedEmail: true } }] });
+    expect(parsed.success).toBe(false);
+    expect(parsed.error!.issues[0]!.path).toEqual(['issuers', 0, 'claims', 'allowUnverifiedEmail']);
   });
 
   it('does not refuse a service account without an email for email_verified: false (issue 10, Keycloak)', () => {

@@ -33,7 +33,6 @@ function flowWith(sessionStore: SessionStore, metrics = new Metrics()): OidcBrow
     config,
     store: sessionStore,
     loginState: new LoginStateCookies(config.session!, keyRing),
-    keyRing,
     metrics,
     logger: createLogger('silent'),
     now: Date.now,
@@ -64,7 +63,7 @@ beforeAll(async () => {
     });
   });
   await new Promise<void>((resolve) => receiver.listen(port, '127.0.0.1', resolve));
-  await until(() => stack.apps[0]!.ready() && replica.ready());
+  await until(() => stack.apps[0]!.ready() && replica.status().every((p) => p.ready) && store.ready());
 });
 
 afterAll(async () => {

@@ -358,6 +358,27 @@ describe('sessions', () => {
   });
 });
 
+describe('decision results', () => {
+  it('counts and logs a finished login and a logout as handled, never as deny', async () => {
+    const decisions = (result: string, reason: string) => stack.apps[0]!.metrics.decisions.value({ result, reason });
+    const before = { login: decisions('handled', 'callback_success'), logout: decisions('handled', 'logout') };
+    const mark = logs.length;
+    const browser = await loggedIn();
+    expect((await get(browser, '/oauth2/sign_out', { ...NAVIGATE })).status).toBe(302);
+
+    expect(decisions('handled', 'callback_success')).toBe(before.login + 1);
+    expect(decisions('handled', 'logout')).toBe(before.logout + 1);
+    expect(decisions('deny', 'callback_success') + decisions('deny', 'logout')).toBe(0);
+    const lines = logs.slice(mark).map((l) => JSON.parse(l) as { msg: string; reason?: string; status?: number });
+    expect(lines.filter((l) => l.msg === 'handled')).toMatchObject([
+      { reason: 'callback_success', status: 302 },
+      { reason: 'logout', status: 302 },
+    ]);
+    expect(lines.filter((l) => l.msg === 'deny').map((l) => l.reason)).toEqual(['login_required']);
+    expect(stack.apps[0]!.metrics.render()).toMatch(/oidc_ext_authz_decisions_total\{result="handled",reason="callback_success"\} [1-9]/);
+  });
+});
+
 describe('logout', () => {
   it('clears the session and goes to end_session with id_token_hint and post_logout_redirect_uri', async () => {
     const browser = await loggedIn();

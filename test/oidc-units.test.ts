@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { CompiledRoute } from '../src/check/routes.js';
 import type { HttpRequestView } from '../src/check/types.js';
-import { IdpUnreachableError } from '../src/oidc/http-fetch.js';
+import { IdpUnreachableError } from '../src/http/idp-fetch.js';
 import { classifyIdpError } from '../src/oidc/provider.js';
 import { REFRESH_TOKEN_REFUSED } from '../src/oidc/refresh.js';
 import { RedirectGuard, isSafePath } from '../src/oidc/redirect-target.js';

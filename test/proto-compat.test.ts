@@ -5,19 +5,12 @@ import * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
 import protobuf from 'protobufjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AllowResponse, CheckInput, CheckResponseValue, DenyResponse, HeaderOption, HttpRequestView } from '../src/check/types.js';
-import {
-  WireError,
-  authorizationService,
-  checkClientDefinition,
-  decodeCheckRequest,
-  decodeCheckResponse,
-  encodeAllowParts,
-  encodeCheckRequest,
-  encodeCheckResponse,
-  joinAllow,
-  type DecodedCheckResponse,
-} from '../src/check/wire.js';
+import type { CheckInput, HttpRequestView } from '../src/check/types.js';
+import type { AllowResponse, CheckResponseValue, DenyResponse, HeaderOption } from '../src/decision/types.js';
+import { authorizationService } from '../src/check/wire/authorization-service.js';
+import { decodeCheckRequest, encodeAllowParts, encodeCheckResponse, joinAllow } from '../src/check/wire/check-codec.js';
+import { checkClientDefinition, decodeCheckResponse, encodeCheckRequest, type DecodedCheckResponse } from '../src/check/wire/client-codec.js';
+import { WireError } from '../src/check/wire/protobuf.js';
 import { PROTO_DIR } from '../src/server/reflection.js';
 import { CheckClient } from './support/check-client.js';
 
@@ -247,7 +240,7 @@ const upstreamResponse = (bytes: Buffer) => Res.toObject(Res.decode(bytes), CONV
 describe('hand codec: CheckRequest', () => {
   it('decodes the full upstream-encoded request to what upstream decodes (skipping body, metadata, peers ...)', () => {
     const bytes = upstreamRequest(FULL_REQUEST);
-    const view = decodeCheckRequest(bytes).http!;
+    const view = httpView(bytes);
     expect(view).toEqual(expectedView(bytes));
     expect(view.headers).toMatchObject({ 'x-raw': 'raw ☃', cookie: 'a=1; b=2; c=3', 'x-ünïcode': 'välue ☃ 🚀' });
     expect(Object.getPrototypeOf(view.headers)).toBe(null);
@@ -262,15 +255,15 @@ describe('hand codec: CheckRequest', () => {
       { key: 'X-Empty', value: '' },
     ];
     const bytes = upstreamRequest({ attributes: { request: { http: { header_map: { headers } } } } });
-    expect({ ...decodeCheckRequest(bytes).http!.headers }).toEqual({ accept: 'a,b', cookie: 'x=1; y=2', 'x-empty': '' });
+    expect({ ...httpView(bytes).headers }).toEqual({ accept: 'a,b', cookie: 'x=1; y=2', 'x-empty': '' });
   });
 
-  it('no request.http (TCP filter) gives http undefined; an empty http gives an empty view', () => {
-    expect(decodeCheckRequest(Buffer.alloc(0))).toEqual({ http: undefined });
-    expect(decodeCheckRequest(encodeCheckRequest({}))).toEqual({ http: undefined });
+  it('no request.http (TCP filter) gives the tcp input; an empty http gives an empty view', () => {
+    expect(decodeCheckRequest(Buffer.alloc(0))).toEqual({ kind: 'tcp' });
+    expect(decodeCheckRequest(encodeCheckRequest({}))).toEqual({ kind: 'tcp' });
     const source = { address: { socket_address: { address: '10.1.1.1', port_value: 1 } } };
-    expect(decodeCheckRequest(upstreamRequest({ attributes: { source, request: { time: { seconds: 1 } } } }))).toEqual({ http: undefined });
-    const empty = decodeCheckRequest(upstreamRequest({ attributes: { request: { http: {} } } })).http!;
+    expect(decodeCheckRequest(upstreamRequest({ attributes: { source, request: { time: { seconds: 1 } } } }))).toEqual({ kind: 'tcp' });
+    const empty = httpView(upstreamRequest({ attributes: { request: { http: {} } } }));
     expect({ ...empty, headers: { ...empty.headers } }).toEqual({
       ...{ id: '', method: '', path: '', host: '', scheme: '', protocol: '' },
       ...{ headers: {}, sourceAddress: '' },
@@ -307,14 +300,14 @@ describe('hand codec: CheckRequest', () => {
       });
     });
     noise();
-    const http = decodeCheckRequest(w.take()).http!;
+    const http = httpView(w.take());
     expect({ ...http, headers: { ...http.headers } }).toEqual({
       id: '', method: 'GET', path: '/p', host: '', scheme: '', protocol: 'HTTP/1.1', headers: { k: 'v', h: 'h' }, sourceAddress: '10.9.8.7',
     });
   });
 
   it('a header named __proto__ is an ordinary entry', () => {
-    const http = decodeCheckRequest(encodeCheckRequest({ http: { headers: JSON.parse('{"__proto__":"x","a":"b"}') } })).http!;
+    const http = httpView(encodeCheckRequest({ http: { headers: JSON.parse('{"__proto__":"x","a":"b"}') } }));
     expect(Object.keys(http.headers)).toEqual(['__proto__', 'a']);
     expect(http.headers['__proto__']).toBe('x');
   });
@@ -353,7 +346,7 @@ describe('hand codec: CheckRequest', () => {
     fc.assert(
       fc.property(arbView, (view) => {
         const bytes = encodeCheckRequest({ http: view });
-        const back = decodeCheckRequest(bytes).http!;
+        const back = httpView(bytes);
         expect({ ...back, headers: { ...back.headers } }).toEqual({ ...view, headers: { ...view.headers } });
         type Up = { attributes: { request: { http: { headers: Record<string, string>; path: string } } } };
         const up = (Req.toObject(Req.decode(bytes), { ...CONV, defaults: true }) as Up).attributes.request.http;
@@ -369,7 +362,7 @@ describe('hand codec: CheckRequest', () => {
     for (let i = 0; i < 2000; i++) headers[`x-h-${i.toString(36)}`] = String(i);
     headers['x-ÄÖ'] = 'non-ascii name';
     const bytes = encodeCheckRequest({ http: { headers } });
-    for (let round = 0; round < 2; round++) expect({ ...decodeCheckRequest(bytes).http!.headers }).toEqual({ ...headers });
+    for (let round = 0; round < 2; round++) expect({ ...httpView(bytes).headers }).toEqual({ ...headers });
   });
 });
 
@@ -480,7 +473,7 @@ describe('grpc-js service definitions', () => {
     server.addService(authorizationService, {
       Check: (call: grpc.ServerUnaryCall<CheckInput, CheckResponseValue | Buffer>, cb: grpc.sendUnaryData<CheckResponseValue | Buffer>) => {
         last = call.request;
-        const path = call.request.http?.path;
+        const path = call.request.kind === 'http' ? call.request.http.path : undefined;
         cb(null, path === '/cached' ? encodeAllowParts(allowValue).full : path === '/deny' ? denyValue : allowValue);
       },
     });
@@ -499,9 +492,13 @@ describe('grpc-js service definitions', () => {
       new Promise<DecodedCheckResponse>((resolve, reject) => client.Check(req, (e, r) => (e ? reject(e) : resolve(r))));
     const http = { path: '/deny', host: 'h', headers: { ':path': '/deny' }, sourceAddress: '10.0.0.3' };
     expect(await call({ http })).toEqual(expectedDecoded(denyValue));
-    expect(last).toMatchObject({ http: { path: '/deny', sourceAddress: '10.0.0.3', headers: { ':path': '/deny' } } });
+    expect(last).toMatchObject({ kind: 'http', http: { path: '/deny', sourceAddress: '10.0.0.3', headers: { ':path': '/deny' } } });
     expect(await call(encodeCheckRequest({ http: { ...http, path: '/cached' } }))).toEqual(expectedDecoded(allowValue));
     expect(await call({})).toEqual(expectedDecoded(allowValue));
+    expect(last).toEqual({ kind: 'tcp' });
+    // Not a protobuf message: the definition hands the handler a malformed input instead of failing the call.
+    await call(Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]));
+    expect(last).toMatchObject({ kind: 'malformed', detail: expect.stringContaining('malformed protobuf') });
     client.close();
 
     const standard = new CheckClient(`127.0.0.1:${port}`);
@@ -552,6 +549,13 @@ const arbResponse: fc.Arbitrary<CheckResponseValue> = fc.oneof(
     body: arbText,
   }),
 );
+
+/** The HTTP view of CheckRequest bytes; fails the test when they decode as another kind. */
+function httpView(bytes: Buffer): HttpRequestView {
+  const input = decodeCheckRequest(bytes);
+  if (input.kind !== 'http') throw new Error(`expected an http CheckRequest, got ${input.kind}`);
+  return input.http;
+}
 
 function expectedDecoded(value: CheckResponseValue): DecodedCheckResponse {
   if (value.kind === 'allow') {

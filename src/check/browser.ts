@@ -1,8 +1,9 @@
 import type { Identity } from '../identity/types.js';
-import type { Reason } from './reasons.js';
+import type { StrippedCookies } from '../session/cookies.js';
+import type { Decision, HeaderOption } from '../decision/types.js';
 import type { CompiledRoute } from './routes.js';
-import type { CheckResponseValue, HeaderOption, HttpRequestView } from './types.js';
-import type { AllowParts } from './wire.js';
+import type { HttpRequestView } from './types.js';
+import type { AllowParts } from './wire/check-codec.js';
 
 /**
  * Per-session scratch owned by the session cache entry: the Decider keeps the session's encoded allow here, so a
@@ -10,14 +11,6 @@ import type { AllowParts } from './wire.js';
  */
 export interface AllowMemo {
   allow?: { parts: AllowParts; setNames: ReadonlySet<string> };
-}
-
-/** A finished decision: the response (or its pre-encoded bytes) and why. */
-export interface Decision {
-  reason: Reason;
-  response: CheckResponseValue | Buffer;
-  /** Short, secret-free detail for the deny log line. */
-  detail?: string;
 }
 
 /** What the browser (cookie session) flow says about a request that has no bearer token. */
@@ -46,9 +39,7 @@ export interface BrowserFlow {
   /** Session lookup (cached), refresh, and otherwise the redirect to login (or a 401 for API/XHR clients). */
   authenticate(req: HttpRequestView, route: CompiledRoute): Promise<BrowserOutcome>;
   /** The Cookie header without our cookies, or undefined when nothing is left / nothing of ours was there. */
-  stripCookies(cookieHeader: string | undefined): { changed: boolean; value: string | undefined };
-  /** True when every provider's discovery has succeeded and the session store answers. */
-  ready(): boolean;
+  stripCookies(cookieHeader: string | undefined): StrippedCookies;
   start(): Promise<void>;
   close(): Promise<void>;
 }

@@ -36,14 +36,17 @@ export interface DecisionCacheOptions {
   name: string;
 }
 
+/** What a miss runs: the loader of the caller that found the key missing. */
+type Loader<V> = () => Promise<V>;
+
 /**
  * The hot-path cache: credential hash -> finished result. Bounded by entries and bytes, observable
- * (hits, misses, evictions), single-flight on misses, and an entry is never served after its `expiresAt`.
+ * (hits, misses, evictions), single-flight on misses (lru-cache's `fetch`), and an entry is never served after its
+ * `expiresAt`, on the one injected clock: lru-cache keeps no TTL of its own.
  * Keys are SHA-256 of the whole credential, so memory never holds a usable token as a key.
  */
 export class DecisionCache<V extends Cacheable> {
-  private readonly lru: LRUCache<string, V>;
-  private readonly inflight = new Map<string, Promise<V>>();
+  private readonly lru: LRUCache<string, V, Loader<V>>;
   private readonly now: () => number;
   private readonly hit: CounterChild;
   private readonly miss: CounterChild;
@@ -63,13 +66,20 @@ export class DecisionCache<V extends Cacheable> {
     this.miss = c.child({ cache: options.name, event: 'miss' });
     this.evict = c.child({ cache: options.name, event: 'evict' });
     this.expired = c.child({ cache: options.name, event: 'expired' });
-    this.lru = new LRUCache<string, V>({
+    this.lru = new LRUCache<string, V, Loader<V>>({
       max: options.maxEntries,
       maxSize: options.maxBytes,
       sizeCalculation: (v, k) => v.size + k.length + 64,
       dispose: (_v, _k, reason) => {
         if (reason === 'evict') this.evict.inc();
       },
+      // Runs once per key however many callers miss it at the same time; they all get this one result.
+      fetchMethod: (_key, _stale, { context }) => {
+        this.miss.inc();
+        return context();
+      },
+      // A load evicted by size pressure while in flight still answers the callers waiting for it.
+      ignoreFetchAbort: true,
     });
     options.metrics.gauge('oidc_ext_authz_cache_entries', 'Entries held by the decision caches.', () => [
       { labels: { cache: options.name }, value: this.lru.size },
@@ -98,34 +108,20 @@ export class DecisionCache<V extends Cacheable> {
   }
 
   /**
-   * The cached value, or the result of `load` shared by every concurrent caller of the same key.
-   * Entries already expired when loaded are returned but not stored.
+   * The cached value, or the result of `load` shared by every concurrent caller of the same key (a failed load is
+   * not remembered). Entries already expired when loaded are returned but not kept.
    */
-  async getOrLoad(key: string, load: () => Promise<V>): Promise<V> {
+  async getOrLoad(key: string, load: Loader<V>): Promise<V> {
     const cached = this.get(key);
     if (cached !== undefined) return cached;
-    const pending = this.inflight.get(key);
-    if (pending !== undefined) return pending;
-    this.miss.inc();
-    const p = load().then(
-      (v) => {
-        this.inflight.delete(key);
-        this.set(key, v);
-        return v;
-      },
-      (err: unknown) => {
-        this.inflight.delete(key);
-        throw err;
-      },
-    );
-    this.inflight.set(key, p);
-    return p;
+    const v = (await this.lru.fetch(key, { context: load }))!;
+    if (v.expiresAt <= this.now() && this.lru.peek(key) === v) this.lru.delete(key);
+    return v;
   }
 
+  /** Stores `value` unless it has already expired. */
   set(key: string, value: V): void {
-    const ttl = value.expiresAt - this.now();
-    if (ttl <= 0) return;
-    this.lru.set(key, value, { ttl: Math.ceil(ttl) });
+    if (value.expiresAt > this.now()) this.lru.set(key, value);
   }
 
   delete(key: string): void {

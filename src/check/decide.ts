@@ -1,14 +1,16 @@
 import type { Config } from '../config/schema.js';
+import { forbidden, textReply, unauthorized, unavailable } from '../decision/local-reply.js';
+import type { Reason } from '../decision/reasons.js';
+import type { Decision, HeaderOption } from '../decision/types.js';
 import type { IdentityHeaders } from '../identity/headers.js';
 import type { Identity } from '../identity/types.js';
+import type { StrippedCookies } from '../session/cookies.js';
 import type { BearerVerifier } from '../token/verify.js';
-import type { BrowserFlow, Decision } from './browser.js';
+import type { BrowserFlow } from './browser.js';
 import { DecisionCache, ENTRY_OVERHEAD_BYTES, identityBytes, type Cacheable } from './cache.js';
-import type { Reason } from './reasons.js';
-import { forbidden, unauthorized, unavailable } from './response.js';
 import { isAuthorized, type CompiledRoute, type RouteTable } from './routes.js';
-import type { CheckInput, HeaderOption, HttpRequestView } from './types.js';
-import { encodeAllowParts, joinAllow, type AllowParts } from './wire.js';
+import type { CheckInput, HttpRequestView } from './types.js';
+import { encodeAllowParts, joinAllow, type AllowParts } from './wire/check-codec.js';
 
 /** A verified bearer token as the cache keeps it: identity plus the pre-encoded allow response. */
 export type BearerEntry = Cacheable &
@@ -31,8 +33,8 @@ const NO_HEADERS: readonly HeaderOption[] = [];
 
 /**
  * The decision ladder, top to bottom:
- * no HTTP attributes -> route -> deny -> callback & logout -> public -> CORS preflight -> bearer token ->
- * browser session (login redirect or 401) -> 401.
+ * malformed -> no HTTP attributes (TCP) -> route -> deny -> callback & logout -> public -> CORS preflight ->
+ * bearer token -> browser session (login redirect or 401) -> 401.
  * Every branch returns a Decision value; only infrastructure faults throw, and the server turns them into a deny.
  */
 export class Decider {
@@ -41,6 +43,8 @@ export class Decider {
   private readonly removeAuthorization: boolean;
   private readonly negativeTtlMs: number;
   private readonly tcp: Decision;
+  /** Bytes that are not a CheckRequest: a 400 of its own, never `decision.tcp` (which may allow). */
+  private readonly malformed = textReply(400, 'request_malformed', 'Bad Request\n');
   private readonly forwardIdToken: boolean;
   /** The allow of public routes and CORS preflights, encoded once: no identity headers. */
   private readonly noIdentity = encodeAllowParts({ kind: 'allow', headers: [], headersToRemove: [], responseHeaders: [] });
@@ -57,9 +61,21 @@ export class Decider {
         : forbidden('tcp_denied');
   }
 
-  async decide(input: CheckInput): Promise<Decision> {
-    const req = input.http;
-    if (req === undefined) return this.tcp;
+  /** Not async itself: the HTTP ladder's promise is handed back as is, with no extra wrapping per check. */
+  decide(input: CheckInput): Promise<Decision> {
+    switch (input.kind) {
+      case 'http':
+        return this.http(input.http);
+      case 'tcp':
+        return Promise.resolve(this.tcp);
+      case 'malformed':
+        return Promise.resolve({ ...this.malformed, detail: input.detail });
+      default:
+        return unreachable(input);
+    }
+  }
+
+  private async http(req: HttpRequestView): Promise<Decision> {
     const route = this.d.routes.match(req.host, req.path);
 
     if (route.action === 'deny') return forbidden('route_denied');
@@ -113,7 +129,7 @@ export class Decider {
     parts: AllowParts,
     setNames: ReadonlySet<string> | undefined,
     req: HttpRequestView,
-    cookie: { changed: boolean; value: string | undefined } | undefined,
+    cookie: StrippedCookies | undefined,
     responseHeaders: readonly HeaderOption[] = NO_HEADERS,
   ): Buffer {
     let remove = this.d.headers.spoofed(req.headers, setNames);
@@ -159,6 +175,11 @@ export class Decider {
       size: parts.size + identityBytes(outcome.identity) + ENTRY_OVERHEAD_BYTES,
     };
   }
+}
+
+/** Compile-time exhaustiveness: a new CheckInput kind that `decide` does not answer fails the build here. */
+function unreachable(input: never): never {
+  throw new TypeError(`unhandled CheckInput ${JSON.stringify(input)}`);
 }
 
 /** The token of an `Authorization: Bearer` header (scheme is case-insensitive, RFC 7235 section 2.1). */

@@ -1,25 +1,27 @@
+import { unavailable } from '../decision/local-reply.js';
+import { REASONS, resultOf, type DecisionResult, type Reason } from '../decision/reasons.js';
+import type { Decision } from '../decision/types.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { CounterChild, Metrics } from '../telemetry/metrics.js';
-import type { Decision } from './browser.js';
 import type { Decider } from './decide.js';
-import { REASONS, type Reason } from './reasons.js';
-import { deny, unavailable } from './response.js';
 import type { CheckInput } from './types.js';
-import { encodeCheckResponse } from './wire.js';
+import { encodeCheckResponse } from './wire/check-codec.js';
 import { StoreUnavailableError } from '../session/types.js';
-import { isMalformed } from '../server/grpc.js';
 
 /**
- * Wraps the ladder for the gRPC server: times the decision, counts it by result and reason, logs denies, and turns
+ * Wraps the ladder for the gRPC server: times the decision, counts it by result and reason, logs local replies, and turns
  * any fault into an explicit deny so Envoy never sees an empty (allowing) response or a gRPC error it might fail open on.
  */
 export function createCheckHandler(decider: Decider, metrics: Metrics, logger: Logger, errorStatus: number) {
-  const counters = new Map<string, CounterChild>();
+  // Per reason, the counter for an allowing and for a refusing response: no label string built per check.
+  const allowCount = new Map<Reason, CounterChild>();
+  const replyCount = new Map<Reason, { result: DecisionResult; counter: CounterChild }>();
   for (const reason of REASONS) {
-    for (const result of ['allow', 'deny'] as const) counters.set(`${result}:${reason}`, metrics.decisions.child({ result, reason }));
+    allowCount.set(reason, metrics.decisions.child({ result: 'allow', reason }));
+    const result = resultOf(reason, false);
+    replyCount.set(reason, { result, counter: metrics.decisions.child({ result, reason }) });
   }
   const histogram = metrics.checkDuration;
-  const malformed = encodeCheckResponse(deny(400, 'internal_error', 'Bad Request\n').response as never);
   const storeDown = unavailable('store_unavailable', errorStatus);
   const internal = unavailable('internal_error', errorStatus);
 
@@ -27,19 +29,19 @@ export function createCheckHandler(decider: Decider, metrics: Metrics, logger: L
     const response = decision.response;
     const bytes = Buffer.isBuffer(response) ? response : encodeCheckResponse(response);
     const allowed = Buffer.isBuffer(response) || response.kind === 'allow';
-    counters.get(`${allowed ? 'allow' : 'deny'}:${decision.reason}`)!.inc();
     histogram.observe((performance.now() - start) / 1000);
-    if (!allowed && logger.isLevelEnabled('info')) logDeny(logger, decision, input);
+    if (allowed) {
+      allowCount.get(decision.reason)!.inc();
+    } else {
+      const reply = replyCount.get(decision.reason)!;
+      reply.counter.inc();
+      if (logger.isLevelEnabled('info')) logReply(logger, reply.result, decision, input);
+    }
     return bytes;
   };
 
   return async function handleCheck(input: CheckInput): Promise<Buffer> {
     const start = performance.now();
-    if (isMalformed(input)) {
-      counters.get('deny:internal_error')!.inc();
-      logger.warn({ reason: 'internal_error', detail: 'malformed CheckRequest' }, 'deny');
-      return malformed;
-    }
     let decision: Decision;
     try {
       decision = await decider.decide(input);
@@ -56,9 +58,12 @@ export function createCheckHandler(decider: Decider, metrics: Metrics, logger: L
   };
 }
 
-/** One line per deny. The path is logged without its query: callbacks carry codes and states there. */
-function logDeny(logger: Logger, decision: Decision, input: CheckInput): void {
-  const http = input.http;
+/**
+ * One line per local reply, named for its result (`deny`, or `handled` for a finished login or logout). The path is
+ * logged without its query: callbacks carry codes and states there.
+ */
+function logReply(logger: Logger, result: DecisionResult, decision: Decision, input: CheckInput): void {
+  const http = input.kind === 'http' ? input.http : undefined;
   const status = Buffer.isBuffer(decision.response) ? undefined : decision.response.kind === 'deny' ? decision.response.status : 200;
   const path = http?.path;
   const q = path?.indexOf('?') ?? -1;
@@ -72,6 +77,6 @@ function logDeny(logger: Logger, decision: Decision, input: CheckInput): void {
       requestId: http?.headers['x-request-id'],
       ...(decision.detail ? { detail: decision.detail } : {}),
     },
-    'deny',
+    result,
   );
 }

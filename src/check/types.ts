@@ -1,6 +1,6 @@
 /**
- * The values that flow through the hot path: what the decoder extracts from a CheckRequest,
- * what the ladder decides, and what the encoder writes back.
+ * The request side of the hot path: what the decoder extracts from a CheckRequest. What the ladder answers is in
+ * src/decision/types.ts.
  */
 
 /** The parts of `AttributeContext.HttpRequest` (and the peer) that decisions may use. */
@@ -20,39 +20,15 @@ export interface HttpRequestView {
   sourceAddress: string;
 }
 
-/** A decoded CheckRequest: `http` is undefined for Envoy's TCP ext_authz filter. */
-export interface CheckInput {
-  http: HttpRequestView | undefined;
-}
+/**
+ * A CheckRequest as the ladder sees it. Each kind is its own variant so the compiler makes every branch answer it:
+ * `http` from the HTTP filter, `tcp` from Envoy's TCP ext_authz filter (no request.http), `malformed` for bytes that
+ * are not a CheckRequest at all.
+ */
+export type CheckInput =
+  | { readonly kind: 'http'; readonly http: HttpRequestView }
+  | { readonly kind: 'tcp' }
+  | { readonly kind: 'malformed'; /** Secret-free: where the bytes stopped making sense. */ readonly detail: string };
 
-/** One header mutation. `append` is always sent explicitly on the wire (see ext-authz-protocol.md 3). */
-export interface HeaderOption {
-  key: string;
-  value: string;
-  append: boolean;
-}
-
-/** Allow: Envoy forwards the request after applying these mutations. */
-export interface AllowResponse {
-  kind: 'allow';
-  /** Set on the upstream request (append=false replaces every client-sent value). */
-  headers: readonly HeaderOption[];
-  /** Removed from the upstream request after `headers` are applied. */
-  headersToRemove: readonly string[];
-  /** Added to the response the client gets (Set-Cookie for a refreshed session). */
-  responseHeaders: readonly HeaderOption[];
-}
-
-/** Deny: Envoy answers the client locally with this status, headers and body. */
-export interface DenyResponse {
-  kind: 'deny';
-  /** HTTP status of the local reply (302, 401, 403, 503 ...). */
-  status: number;
-  /** google.rpc.Code: PERMISSION_DENIED (7), UNAUTHENTICATED (16), UNAVAILABLE (14) ... never 0. */
-  grpcCode: number;
-  headers: readonly HeaderOption[];
-  body: string;
-}
-
-/** What the encoder turns into CheckResponse bytes. */
-export type CheckResponseValue = AllowResponse | DenyResponse;
+/** Every TCP check is the same value: nothing to allocate per request. */
+export const TCP_CHECK: CheckInput = Object.freeze({ kind: 'tcp' });

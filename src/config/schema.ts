@@ -58,7 +58,7 @@ const route = z.strictObject({
   name: z.string().min(1).optional(),
   hosts: z.array(hostPattern).min(1).default(['*']),
   path: pathMatch.default({ prefix: '/' }),
-  /** protect: login or bearer; public: allow without identity; api: never redirect (401); deny: 403. */
+  /** protect: login or bearer; public: allow without identity; api: never redirect (401); deny: 403. Protect unless told. */
   action: z.enum(['protect', 'public', 'api', 'deny']).default('protect'),
   /** OIDC provider (by name) that logs browsers in on this route; default: the first provider. */
   provider: z.string().min(1).optional(),
@@ -91,8 +91,19 @@ const claimMapping = z.strictObject({
   userPrefix: z.string().default(''),
   /** Prepended to every group. */
   groupsPrefix: z.string().default(''),
-  /** Deny when the token carries `email_verified: false`. */
+  /**
+   * Also treat a token without `email_verified` as unverified. Off: access tokens often omit the claim, and an
+   * explicit `email_verified: false` is refused anyway (see allowUnverifiedEmail).
+   */
   requireEmailVerified: z.boolean().default(false),
+  /**
+   * Use an email whose `email_verified` is false (identity, allow-lists). Off: many IdPs let users set an email they
+   * do not own (self-registration, social logins), which would make it an impersonation path.
+   */
+  allowUnverifiedEmail: z.boolean().default(false),
+}).refine((m) => !(m.requireEmailVerified && m.allowUnverifiedEmail), {
+  message: 'requireEmailVerified and allowUnverifiedEmail contradict each other: set at most one',
+  path: ['allowUnverifiedEmail'],
 });
 
 const claimMappingDefault = {
@@ -103,6 +114,7 @@ const claimMappingDefault = {
   userPrefix: '',
   groupsPrefix: '',
   requireEmailVerified: false,
+  allowUnverifiedEmail: false,
 };
 
 const asymmetricAlg = z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']);
@@ -120,6 +132,7 @@ const bearerIssuer = z.strictObject({
   claims: claimMapping.default(claimMappingDefault),
   /** If set, the JOSE `typ` header must be one of these (e.g. ["at+jwt"]) so ID tokens cannot pass as access tokens. */
   allowedTypes: z.array(z.string().min(1)).optional(),
+  /** Clock skew between the IdP and us; capped because every second keeps an expired token alive longer. */
   clockToleranceSeconds: seconds.max(300).default(30),
   /**
    * Accepted kinds of token. Access tokens only by default: an ID token is proof of a login given to one client, not
@@ -132,10 +145,11 @@ const bearerIssuer = z.strictObject({
   tokenFile: z.string().min(1).optional(),
   jwks: z
     .strictObject({
-      /** Refetch keys after this long even when every kid is known. */
+      /** Refetch keys after this long even when every kid is known, so a key the issuer removed stops verifying. */
       maxAgeSeconds: seconds.min(10).default(600),
-      /** Minimum time between refetches triggered by an unknown kid. */
+      /** Minimum time between refetches triggered by an unknown kid: forged kids cannot turn into a fetch flood. */
       cooldownSeconds: seconds.default(30),
+      /** A hanging JWKS endpoint costs at most this long; the last good keys keep answering. */
       timeoutMs: z.number().int().min(100).max(60000).default(5000),
     })
     .default({ maxAgeSeconds: 600, cooldownSeconds: 30, timeoutMs: 5000 }),
@@ -148,8 +162,9 @@ const provider = z.strictObject({
   clientSecret: secret.optional(),
   tokenEndpointAuthMethod: z.enum(['client_secret_basic', 'client_secret_post', 'none']).default('client_secret_basic'),
   /**
-   * No offline_access by default: an offline refresh token outlives the IdP's logout (Keycloak keeps offline sessions
-   * through RP-initiated logout). Only IdPs that issue no refresh token without it need it: Dex (docs/idps.md).
+   * What the identity headers need (email with email_verified, groups). No offline_access by default: an offline
+   * refresh token outlives the IdP's logout (Keycloak keeps offline sessions through RP-initiated logout), and most
+   * IdPs issue a refresh token without it; Dex does not, so Dex configs add it (docs/idps.md).
    */
   scopes: z.array(z.string().min(1)).default(['openid', 'email', 'profile', 'groups']),
   callbackPath: z.string().startsWith('/').default('/oauth2/callback'),
@@ -159,9 +174,14 @@ const provider = z.strictObject({
   /** Extra authorization request parameters (e.g. { prompt: "login" }). */
   extraAuthParams: z.record(z.string(), z.string()).default({}),
   caFile: z.string().min(1).optional(),
-  /** Where the browser goes after logout when the IdP has no end_session_endpoint, and the post_logout_redirect_uri. */
+  /**
+   * Where the browser goes after logout when the IdP has no end_session_endpoint, and the post_logout_redirect_uri;
+   * "/" keeps it on the request's own origin (another host must pass allowedRedirectHosts).
+   */
   postLogoutRedirect: z.string().min(1).default('/'),
+  /** Clock skew for ID tokens at login; capped because every second keeps an expired token alive longer. */
   clockToleranceSeconds: seconds.max(300).default(30),
+  /** A hanging IdP costs one wait this long per session; below the mesh's ext_authz timeout so we answer first. */
   timeoutMs: z.number().int().min(100).max(60000).default(5000),
 });
 
@@ -174,19 +194,25 @@ const session = z.strictObject({
   secure: z.boolean().default(true),
   /** AEAD key ring, newest first: encrypt with the first, decrypt with any. Each key is 32 bytes, base64 or hex. */
   keys: z.array(secret).min(1),
+  /** A session, stolen or not, ends this long after login however much it is used. */
   absoluteTimeoutSeconds: seconds.min(60).default(12 * 3600),
+  /** A browser left alone this long is signed out. */
   idleTimeoutSeconds: seconds.min(60).default(3600),
-  /** Refresh tokens this long before the access/ID token expires. */
+  /** Refresh tokens this long before the access/ID token expires, so a grant revoked at the IdP is seen in time. */
   refreshBeforeSeconds: seconds.default(60),
   /** cookie store: keep only identity and expiry (no tokens) so the cookie stays small. */
   minimal: z.boolean().default(false),
-  /** Forward the session's ID token upstream as `Authorization: Bearer`. */
+  /** Forward the session's ID token upstream as `Authorization: Bearer`. Off: the app gets no token it could replay. */
   forwardIdToken: z.boolean().default(false),
+  /** A pending login (state, nonce, PKCE verifier) is usable this long: a leaked callback URL soon stops working. */
   loginStateTtlSeconds: seconds.min(30).max(3600).default(600),
   /** At most this many pending logins per browser; the oldest is dropped. Prevents cookie pile-up (431). */
   maxPendingLogins: z.number().int().min(1).max(10).default(3),
   logoutPaths: z.array(z.string().startsWith('/')).default(['/oauth2/sign_out', '/logout']),
-  /** Hosts (exact or "*.example.com") that redirects after login/logout may target besides the request's own host. */
+  /**
+   * Hosts (exact or "*.example.com") that redirects after login/logout may target besides the request's own host;
+   * none by default: never an open redirector.
+   */
   allowedRedirectHosts: z.array(hostPattern).default([]),
   redis: z
     .strictObject({
@@ -196,7 +222,9 @@ const session = z.strictObject({
       sentinelName: z.string().min(1).optional(),
       password: secret.optional(),
       keyPrefix: z.string().default('oidc-ext-authz:'),
+      /** Off: in-cluster Redis rarely speaks TLS and values are sealed under hashed keys; turn on outside the pod network. */
       tls: z.boolean().default(false),
+      /** A hanging Redis costs a check at most this long, then an explicit 503. */
       commandTimeoutMs: z.number().int().min(50).max(60000).default(1000),
     })
     .optional(),
@@ -207,7 +235,7 @@ const identityHeaders = z.strictObject({
   groups: httpHeaderName.default('kubeflow-groups'),
   /** Send x-auth-request-user, -email, -groups, -preferred-username (oauth2-proxy compatible). */
   authRequest: z.boolean().default(true),
-  /** Forward the bearer token the client sent (Authorization) to the upstream; removed otherwise. */
+  /** Forward the bearer token the client sent (Authorization) to the upstream; removed otherwise (no replay by the app). */
   forwardAuthorization: z.boolean().default(false),
   /** More header names to strip from every request (all case and "_" variants), e.g. legacy identity headers. */
   extraStrip: z.array(httpHeaderName).default([]),
@@ -244,6 +272,7 @@ export const configSchema = z.strictObject({
     .default({ level: 'info' }),
   cache: z
     .strictObject({
+      /** Bounded by entries and bytes: a flood of distinct tokens cannot grow memory. */
       maxEntries: z.number().int().min(1).max(10_000_000).default(100_000),
       maxBytes: z.number().int().min(1024).default(64 * 1024 * 1024),
       /** Bad tokens are remembered this long so a flood of the same garbage costs one verification. */
@@ -252,11 +281,11 @@ export const configSchema = z.strictObject({
     .default({ maxEntries: 100_000, maxBytes: 64 * 1024 * 1024, negativeTtlSeconds: 10 }),
   decision: z
     .strictObject({
-      /** Status of the local reply on an internal or infrastructure fault. */
+      /** Status of the local reply on an internal or infrastructure fault: explicit and retryable, never an allow. */
       errorStatus: z.number().int().min(400).max(599).default(503),
-      /** Answer for a Check without request.http (Envoy's TCP ext_authz filter). */
+      /** Answer for a Check without request.http (Envoy's TCP ext_authz filter): deny, nothing there to authenticate. */
       tcp: z.enum(['allow', 'deny']).default('deny'),
-      /** Let CORS preflights (OPTIONS + Origin + Access-Control-Request-Method) through without credentials. */
+      /** Let CORS preflights (OPTIONS + Origin + Access-Control-Request-Method) through without credentials. Off: none pass. */
       allowCorsPreflight: z.boolean().default(false),
     })
     .default({ errorStatus: 503, tcp: 'deny', allowCorsPreflight: false }),

@@ -18,7 +18,10 @@ const CONTROL = /[\x00-\x1f\x7f-\x9f]/;
  */
 const EMAIL = /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
-export type ClaimsResult = { ok: true; identity: Identity } | { ok: false; detail: string };
+/** Why claims were refused: `email_unverified` when the identity would rest on an email the IdP has not verified. */
+export type ClaimsFailureCode = 'claims' | 'email_unverified';
+
+export type ClaimsResult = { ok: true; identity: Identity } | { ok: false; code: ClaimsFailureCode; detail: string };
 
 /**
  * Maps verified claims to an Identity whose values are safe to put in upstream headers. Shared by bearer tokens and
@@ -28,11 +31,14 @@ export type ClaimsResult = { ok: true; identity: Identity } | { ok: false; detai
  * present in the token, so one issuer can serve people and service accounts without an email.
  *
  * What rejects the whole identity (fail closed, the caller denies): a missing or unsafe `sub` or user claim, an email
- * claim that is present but not exactly one plain address, and, when `requireEmailVerified` is set, an email whose
- * `email_verified` is present and not true. What is dropped instead: `preferred_username` when unsafe (display only), and single
- * groups that are not strings, empty, too long, or contain a control character. Dropping a group can only take
- * rights away, while rejecting the identity for one odd group name would lock a user out for something they do not
- * control; a control character is never part of a real group name, so encoding it would only preserve an attack.
+ * claim that is present but not exactly one plain address, and an unverified email when the user id is that email
+ * claim (code `email_unverified`). An email is unverified when `email_verified` is present and not `true` (or
+ * `"true"`), or, with `requireEmailVerified`, when it is absent; `allowUnverifiedEmail` trusts it anyway. An unverified
+ * email is otherwise dropped: no email header, and no email or domain allow-list can match it. Also dropped:
+ * `preferred_username` when unsafe (display only), and single groups that are not strings, empty, too long, or contain
+ * a control character. Dropping a group can only take rights away, while rejecting the identity for one odd group name
+ * would lock a user out for something they do not control; a control character is never part of a real group name, so
+ * encoding it would only preserve an attack.
  * Inside a group, `%`, `,` and `"` are percent-encoded and so are leading/trailing spaces, because the groups header is
  * a comma-joined list and list parsers split on commas, honour quotes and trim spaces: without this, a group named
  * `x,admins` or ` admins` would read as membership of `admins`.
@@ -42,30 +48,28 @@ export type ClaimsResult = { ok: true; identity: Identity } | { ok: false; detai
  */
 export function identityFromClaims(claims: Record<string, unknown>, mapping: ClaimMapping, source: string): ClaimsResult {
   const subject = claims.sub;
-  if (typeof subject !== 'string' || !isSafeValue(subject, MAX_USER_LENGTH)) return { ok: false, detail: 'sub claim missing or not a safe string' };
+  if (typeof subject !== 'string' || !isSafeValue(subject, MAX_USER_LENGTH)) return refuse('sub claim missing or not a safe string');
 
   let email: string | undefined;
+  let unverified: string | undefined;
   const rawEmail = claimValue(claims, mapping.email);
   if (rawEmail !== undefined && rawEmail !== null) {
-    if (typeof rawEmail !== 'string' || !isEmail(rawEmail)) return { ok: false, detail: `${mapping.email} claim is not a single valid email address` };
-    email = rawEmail;
-  }
-
-  // email_verified is about the email: a service account without one (Keycloak sends `email_verified: false`) has
-  // nothing to verify. An unverified email that is the user id is refused through here as well.
-  if (mapping.requireEmailVerified && email !== undefined && Object.hasOwn(claims, 'email_verified')) {
-    const v = claims.email_verified;
-    // Some IdPs (Cognito, older ADFS) send the string form.
-    if (v !== true && v !== 'true') return { ok: false, detail: 'email_verified is not true' };
+    if (typeof rawEmail !== 'string' || !isEmail(rawEmail)) return refuse(`${mapping.email} claim is not a single valid email address`);
+    if (emailTrusted(claims, mapping)) email = rawEmail;
+    else unverified = rawEmail;
   }
 
   const userClaims = typeof mapping.user === 'string' ? [mapping.user] : mapping.user;
   // The first claim present decides; one present but unusable refuses the identity rather than falling through.
   const userClaim = userClaims.find((name) => (claimValue(claims, name) ?? null) !== null) ?? userClaims.join('|');
   const rawUser = claimValue(claims, userClaim);
-  if (typeof rawUser !== 'string' || rawUser.length === 0) return { ok: false, detail: `${userClaim} claim (user id) missing or not a string` };
+  if (typeof rawUser !== 'string' || rawUser.length === 0) return refuse(`${userClaim} claim (user id) missing or not a string`);
+  // Another claim holding the same address (upn, name) is the same unverified email.
+  if (unverified !== undefined && rawUser.toLowerCase() === unverified.toLowerCase()) {
+    return { ok: false, code: 'email_unverified', detail: `email_verified is not true and the user id (${userClaim} claim) is that email` };
+  }
   const user = mapping.userPrefix + rawUser;
-  if (!isSafeValue(user, MAX_USER_LENGTH)) return { ok: false, detail: `${userClaim} claim (user id) is not header-safe` };
+  if (!isSafeValue(user, MAX_USER_LENGTH)) return refuse(`${userClaim} claim (user id) is not header-safe`);
 
   const rawName = claimValue(claims, mapping.preferredUsername);
   const preferredUsername = typeof rawName === 'string' && rawName.length > 0 && isSafeValue(rawName, MAX_USERNAME_LENGTH) ? rawName : undefined;
@@ -74,6 +78,19 @@ export function identityFromClaims(claims: Record<string, unknown>, mapping: Cla
     ok: true,
     identity: { user, email, groups: groupsFrom(claimValue(claims, mapping.groups), mapping.groupsPrefix), preferredUsername, subject, source },
   };
+}
+
+function refuse(detail: string): ClaimsResult {
+  return { ok: false, code: 'claims', detail };
+}
+
+/** Whether the email claim may stand for the user (see identityFromClaims); own property only. */
+function emailTrusted(claims: Record<string, unknown>, mapping: ClaimMapping): boolean {
+  if (mapping.allowUnverifiedEmail) return true;
+  if (!Object.hasOwn(claims, 'email_verified')) return !mapping.requireEmailVerified;
+  const v = claims.email_verified;
+  // Some IdPs (Cognito, older ADFS) send the string form.
+  return v === true || v === 'true';
 }
 
 /** A single plain address: one "@", no spaces or controls, dot-atom local part, hostname domain. */

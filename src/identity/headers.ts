@@ -1,5 +1,5 @@
 import type { Config } from '../config/schema.js';
-import type { AllowResponse, HeaderOption } from '../check/types.js';
+import type { AllowResponse, HeaderOption } from '../decision/types.js';
 import type { Identity } from './types.js';
 
 /** Headers other auth proxies set; a client may send them to impersonate someone, so they are always stripped. */
@@ -67,9 +67,8 @@ export class IdentityHeaders {
   }
 
   /** A complete allow response for an identity; `removeAuthorization` drops the client's credential header. */
-  allow(identity: Identity, options: { bearer?: string; removeAuthorization: boolean; extraHeaders?: readonly HeaderOption[] }): AllowResponse {
+  allow(identity: Identity, options: { bearer?: string; removeAuthorization: boolean }): AllowResponse {
     const headers = this.forIdentity(identity, options.bearer);
-    if (options.extraHeaders) headers.push(...options.extraHeaders);
     return {
       kind: 'allow',
       headers,

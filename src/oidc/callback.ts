@@ -1,15 +1,16 @@
 import * as client from 'openid-client';
-import type { Decision } from '../check/browser.js';
-import { redirect } from '../check/response.js';
+import { redirect, textReply, unavailable } from '../decision/local-reply.js';
+import type { Decision } from '../decision/types.js';
 import type { HttpRequestView } from '../check/types.js';
 import { StoreUnavailableError } from '../session/types.js';
-import { nowSeconds, page, unavailableReply, type FlowContext } from './context.js';
+import { nowSeconds, type FlowContext } from './context.js';
 import { classifyIdpError, safeCode, type OidcProvider } from './provider.js';
 import { RedirectGuard } from './redirect-target.js';
 import { buildSession } from './tokens.js';
 
 const INVALID_PAGE =
   'Login failed: this sign-in link is invalid, has expired or was already used.\nGo back to the application and sign in again.\n';
+const UNVERIFIED_PAGE = 'Your account cannot be used here: its email address is not verified at the identity provider.\nVerify it there, then sign in again.\n';
 const SINGLE_PARAMS = ['state', 'code', 'iss', 'error'];
 const TOO_LARGE_PAGE =
   'Login failed: your session is too large to keep in a cookie (usually: very many groups).\nAsk the operator to set session.store: redis, or session.minimal: true.\n';
@@ -32,13 +33,13 @@ export async function handleCallback(
   cookies: ReadonlyMap<string, string>,
 ): Promise<Decision> {
   const origin = RedirectGuard.origin(req);
-  if (origin === undefined) return page(400, 'callback_invalid', 'Bad Request\n', [], 'request authority is not a plain host');
-  if (req.method !== 'GET') return page(400, 'callback_invalid', INVALID_PAGE, [], `callback with method ${safeCode(req.method)}`);
+  if (origin === undefined) return textReply(400, 'callback_invalid', 'Bad Request\n', { detail: 'request authority is not a plain host' });
+  if (req.method !== 'GET') return textReply(400, 'callback_invalid', INVALID_PAGE, { detail: `callback with method ${safeCode(req.method)}` });
 
   const q = req.path.indexOf('?');
   const params = new URLSearchParams(q === -1 ? '' : req.path.slice(q + 1));
   for (const name of SINGLE_PARAMS) {
-    if (params.getAll(name).length > 1) return page(400, 'callback_invalid', INVALID_PAGE, [], `repeated ${name} parameter`);
+    if (params.getAll(name).length > 1) return textReply(400, 'callback_invalid', INVALID_PAGE, { detail: `repeated ${name} parameter` });
   }
 
   const state = params.get('state');
@@ -49,22 +50,27 @@ export async function handleCallback(
     const code = safeCode(error);
     const provider = consumed ? ctx.providers.get(consumed.data.provider) : atPath[0];
     provider?.count('callback_error');
-    return page(400, 'callback_idp_error', `Login failed at the identity provider: ${code}\nGo back to the application and try again.\n`, clear, `idp error ${code}`);
+    return textReply(400, 'callback_idp_error', `Login failed at the identity provider: ${code}\nGo back to the application and try again.\n`, {
+      setCookies: clear,
+      detail: `idp error ${code}`,
+    });
   }
   if (consumed === undefined) {
     atPath[0]?.count('callback_error');
-    return page(400, 'callback_invalid', INVALID_PAGE, [], state === null ? 'state missing' : 'no login state for this state (unknown, expired or replayed)');
+    return textReply(400, 'callback_invalid', INVALID_PAGE, {
+      detail: state === null ? 'state missing' : 'no login state for this state (unknown, expired or replayed)',
+    });
   }
 
   const login = consumed.data;
   const provider = ctx.providers.get(login.provider);
   if (provider === undefined || !atPath.includes(provider) || provider.issuer !== login.issuer) {
     atPath[0]?.count('callback_error');
-    return page(400, 'callback_invalid', INVALID_PAGE, clear, 'login state belongs to another provider or issuer');
+    return textReply(400, 'callback_invalid', INVALID_PAGE, { setCookies: clear, detail: 'login state belongs to another provider or issuer' });
   }
-  const fail = (detail: string, reason: 'callback_invalid' | 'forbidden_user' = 'callback_invalid', status = 400, body = INVALID_PAGE) => {
+  const fail = (detail: string, reason: 'callback_invalid' | 'forbidden_user' | 'email_unverified' = 'callback_invalid', status = 400, body = INVALID_PAGE) => {
     provider.count('callback_error');
-    return page(status, reason, body, clear, detail);
+    return textReply(status, reason, body, { setCookies: clear, detail });
   };
 
   const iss = params.get('iss');
@@ -73,7 +79,7 @@ export async function handleCallback(
   const configuration = provider.configuration;
   if (configuration === undefined) {
     provider.count('callback_error');
-    return unavailableReply(ctx, 'provider_unavailable', `provider ${provider.name} not discovered yet`, clear);
+    return unavailable('provider_unavailable', ctx.errorStatus, { detail: `provider ${provider.name} not discovered yet`, setCookies: clear });
   }
 
   const currentUrl = new URL(origin + provider.config.callbackPath);
@@ -92,7 +98,7 @@ export async function handleCallback(
     const failure = classifyIdpError(err);
     if (failure.kind === 'unavailable') {
       provider.count('callback_error');
-      return unavailableReply(ctx, 'provider_unavailable', failure.detail, clear);
+      return unavailable('provider_unavailable', ctx.errorStatus, { detail: failure.detail, setCookies: clear });
     }
     return fail(failure.detail);
   }
@@ -105,11 +111,12 @@ export async function handleCallback(
   const built = await buildSession(provider, tokens, nowSeconds(ctx), undefined);
   if (!built.ok) {
     if (built.kind === 'identity') {
+      if (built.code === 'email_unverified') return fail(built.detail, 'email_unverified', 403, UNVERIFIED_PAGE);
       return fail(built.detail, 'forbidden_user', 403, 'Your account cannot be used here: the identity provider did not send a usable identity.\n');
     }
     if (built.failure.kind === 'unavailable') {
       provider.count('callback_error');
-      return unavailableReply(ctx, 'provider_unavailable', built.failure.detail, clear);
+      return unavailable('provider_unavailable', ctx.errorStatus, { detail: built.failure.detail, setCookies: clear });
     }
     return fail(built.failure.detail);
   }
@@ -124,11 +131,11 @@ export async function handleCallback(
       // claims (Keycloak's full-path mapper beside the plain one). A 503 would read as an outage and invite retries.
       provider.count('callback_error');
       ctx.logger.error({ provider: provider.name, user: built.session.identity.user, detail: err.message }, 'session too large for the cookie store');
-      return page(500, 'internal_error', TOO_LARGE_PAGE, clear, err.message);
+      return textReply(500, 'internal_error', TOO_LARGE_PAGE, { setCookies: clear, detail: err.message });
     }
     if (!(err instanceof StoreUnavailableError)) throw err;
     provider.count('callback_error');
-    return unavailableReply(ctx, 'store_unavailable', 'session store unavailable at login', clear);
+    return unavailable('store_unavailable', ctx.errorStatus, { detail: 'session store unavailable at login', setCookies: clear });
   }
   provider.count('callback_ok');
   ctx.logger.info({ provider: provider.name, user: built.session.identity.user }, 'login completed');

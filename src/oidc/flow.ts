@@ -1,18 +1,19 @@
-import type { BrowserFlow, BrowserOutcome, Decision } from '../check/browser.js';
+import type { BrowserFlow, BrowserOutcome } from '../check/browser.js';
 import { DecisionCache } from '../check/cache.js';
 import { canonicalPath, type CompiledRoute } from '../check/routes.js';
 import type { HttpRequestView } from '../check/types.js';
 import type { Config, SessionConfig } from '../config/schema.js';
-import { cookieName, ownCookieMatcher, parseCookies, readChunked } from '../session/cookies.js';
-import type { KeyRing } from '../session/key-ring.js';
+import { unavailable } from '../decision/local-reply.js';
+import type { Decision } from '../decision/types.js';
+import { cookieName, parseCookies, readChunked, stripCookies, type StrippedCookies } from '../session/cookies.js';
 import type { LoginStateCookies } from '../session/login-state.js';
 import { StoreUnavailableError, type SessionStore } from '../session/types.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { BackchannelLogout, type BackchannelResponse } from './backchannel.js';
 import { handleCallback } from './callback.js';
-import { unavailableReply, type FlowContext } from './context.js';
-import type { IdpFetch } from './http-fetch.js';
+import type { FlowContext } from './context.js';
+import type { IdpFetch } from '../http/idp-fetch.js';
 import { RESERVED_AUTH_PARAMS, startLogin, type LoginReason } from './login.js';
 import { handleLogout } from './logout.js';
 import { OidcProvider, type RetryOptions } from './provider.js';
@@ -25,8 +26,6 @@ export interface OidcBrowserFlowDeps {
   config: Config;
   store: SessionStore;
   loginState: LoginStateCookies;
-  /** Accepted for the wiring contract; sealing happens inside the store and LoginStateCookies. */
-  keyRing?: KeyRing;
   metrics: Metrics;
   logger: Logger;
   /** Epoch milliseconds. */
@@ -65,7 +64,6 @@ export class OidcBrowserFlow implements BrowserFlow {
   private readonly callbackPaths = new Map<string, OidcProvider[]>();
   private readonly logoutPaths: ReadonlySet<string>;
   private readonly sessionName: string;
-  private readonly isOurs: (name: string) => boolean;
   private readonly cache: DecisionCache<SessionEntry>;
   private readonly resolver: SessionResolver;
   private readonly backchannel: BackchannelLogout;
@@ -90,7 +88,6 @@ export class OidcBrowserFlow implements BrowserFlow {
     }
     this.logoutPaths = new Set(session.logoutPaths);
     this.sessionName = cookieName(session.cookieName, session);
-    this.isOurs = ownCookieMatcher(this.sessionName);
     this.ctx = {
       session,
       store: deps.store,
@@ -142,7 +139,7 @@ export class OidcBrowserFlow implements BrowserFlow {
       }
     } catch (err) {
       if (!(err instanceof StoreUnavailableError)) throw err;
-      return { kind: 'decision', decision: unavailableReply(this.ctx, 'store_unavailable', 'session store unavailable') };
+      return { kind: 'decision', decision: unavailable('store_unavailable', this.ctx.errorStatus, { detail: 'session store unavailable' }) };
     }
 
     switch (entry.kind) {
@@ -165,20 +162,8 @@ export class OidcBrowserFlow implements BrowserFlow {
     }
   }
 
-  stripCookies(cookieHeader: string | undefined): { changed: boolean; value: string | undefined } {
-    if (cookieHeader === undefined) return { changed: false, value: undefined };
-    if (!cookieHeader.includes(this.sessionName)) return { changed: false, value: cookieHeader };
-    const kept: string[] = [];
-    let changed = false;
-    for (const piece of cookieHeader.split(';')) {
-      const trimmed = piece.trim();
-      if (trimmed === '') continue;
-      const eq = trimmed.indexOf('=');
-      if (this.isOurs((eq < 0 ? trimmed : trimmed.slice(0, eq)).trim())) changed = true;
-      else kept.push(trimmed);
-    }
-    if (!changed) return { changed: false, value: cookieHeader };
-    return { changed: true, value: kept.length > 0 ? kept.join('; ') : undefined };
+  stripCookies(cookieHeader: string | undefined): StrippedCookies {
+    return stripCookies(cookieHeader, this.sessionName);
   }
 
   /**
@@ -193,10 +178,6 @@ export class OidcBrowserFlow implements BrowserFlow {
       return { status: 404, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: 'Not Found\n', detail: 'unknown provider', outcome: 'invalid' };
     }
     return this.backchannel.handle(provider, formBody);
-  }
-
-  ready(): boolean {
-    return this.providers.every((p) => p.ready()) && this.ctx.store.ready();
   }
 
   /** Per-provider discovery state, for readiness details and logs. */
@@ -240,7 +221,7 @@ export class OidcBrowserFlow implements BrowserFlow {
       return await run();
     } catch (err) {
       if (!(err instanceof StoreUnavailableError)) throw err;
-      return unavailableReply(this.ctx, 'store_unavailable', 'session store unavailable');
+      return unavailable('store_unavailable', this.ctx.errorStatus, { detail: 'session store unavailable' });
     }
   }
 }

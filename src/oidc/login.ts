@@ -1,10 +1,10 @@
 import * as client from 'openid-client';
-import type { Decision } from '../check/browser.js';
-import type { Reason } from '../check/reasons.js';
-import { redirect } from '../check/response.js';
+import { redirect, textReply, unauthorized, unavailable } from '../decision/local-reply.js';
+import type { Reason } from '../decision/reasons.js';
+import type { Decision } from '../decision/types.js';
 import type { CompiledRoute } from '../check/routes.js';
 import type { HttpRequestView } from '../check/types.js';
-import { page, unavailableReply, type FlowContext } from './context.js';
+import type { FlowContext } from './context.js';
 import type { OidcProvider } from './provider.js';
 import { RedirectGuard } from './redirect-target.js';
 import { isApiRequest } from './request-kind.js';
@@ -53,14 +53,14 @@ export async function startLogin(
   clear: readonly string[],
 ): Promise<Decision> {
   if (isApiRequest(req, route)) {
-    return page(401, reason, 'Unauthorized\n', clear, undefined, [{ key: 'www-authenticate', value: 'Bearer', append: false }]);
+    return unauthorized(reason, undefined, { setCookies: clear });
   }
   const configuration = provider.configuration;
   if (configuration === undefined) {
-    return unavailableReply(ctx, 'provider_unavailable', `provider ${provider.name} not discovered yet`, clear);
+    return unavailable('provider_unavailable', ctx.errorStatus, { detail: `provider ${provider.name} not discovered yet`, setCookies: clear });
   }
   const origin = RedirectGuard.origin(req);
-  if (origin === undefined) return page(400, reason, 'Bad Request\n', clear, 'request authority is not a plain host');
+  if (origin === undefined) return textReply(400, reason, 'Bad Request\n', { setCookies: clear, detail: 'request authority is not a plain host' });
 
   const state = client.randomState();
   const nonce = client.randomNonce();

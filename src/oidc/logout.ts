@@ -1,9 +1,10 @@
 import * as client from 'openid-client';
-import type { Decision } from '../check/browser.js';
-import { redirect } from '../check/response.js';
-import type { CompiledRoute } from '../check/routes.js';
+import { canonicalPath, type CompiledRoute } from '../check/routes.js';
 import type { HttpRequestView } from '../check/types.js';
-import { jsonReply, type FlowContext } from './context.js';
+import { htmlReply, jsonReply, redirect } from '../decision/local-reply.js';
+import type { Decision, HeaderOption } from '../decision/types.js';
+import type { FlowContext } from './context.js';
+import { crossSiteSignal } from './cross-site.js';
 import type { OidcProvider } from './provider.js';
 import { RedirectGuard } from './redirect-target.js';
 import { revokeRefreshToken } from './revoke.js';
@@ -21,6 +22,9 @@ import { wantsJson } from './request-kind.js';
  *
  * A fetch()/XHR caller gets `200 {"afterLogoutURL": "..."}` instead of a redirect it could not follow
  * (Kubeflow's central dashboard POSTs to /logout and navigates to `afterLogoutURL`).
+ *
+ * A logout another site triggered (see crossSiteSignal) ends nothing: it gets a small page whose button POSTs to the
+ * same path from our own origin, which then passes (no body needed: Envoy sends none to Check by default).
  */
 export async function handleLogout(
   ctx: FlowContext,
@@ -29,6 +33,10 @@ export async function handleLogout(
   fallback: OidcProvider,
   cookies: ReadonlyMap<string, string>,
 ): Promise<Decision> {
+  const origin = RedirectGuard.origin(req);
+  const crossSite = crossSiteSignal(req, origin, ctx.guard);
+  if (crossSite !== undefined) return confirmLogout(canonicalPath(req.path).path, crossSite);
+
   const loaded = await ctx.store.load(cookies);
   let clear: readonly string[] = [];
   let idToken: string | undefined;
@@ -45,7 +53,6 @@ export async function handleLogout(
   }
   provider.count('logout');
 
-  const origin = RedirectGuard.origin(req);
   const target = origin === undefined ? '/' : ctx.guard.resolve(provider.config.postLogoutRedirect, origin);
   let location = target;
   const configuration = provider.configuration;
@@ -56,4 +63,25 @@ export async function handleLogout(
   }
   if (wantsJson(req, route)) return jsonReply('logout', { afterLogoutURL: location }, clear);
   return redirect('logout', location, clear);
+}
+
+const CONFIRM_HEADERS: readonly HeaderOption[] = [
+  // No script, style or frame: the page is one form; framing it would let another site trick the click.
+  { key: 'content-security-policy', value: "default-src 'none'; base-uri 'none'; frame-ancestors 'none'", append: false },
+  { key: 'x-frame-options', value: 'DENY', append: false },
+];
+
+/**
+ * The confirmation page for a cross-site logout: 200 answered by Envoy (a deny with status 200, as `jsonReply`).
+ * The meta referrer lets the form's POST carry our own Origin and Referer: under the `no-referrer` of every local
+ * reply a browser would send `Origin: null`, which reads as another site.
+ */
+function confirmLogout(path: string, detail: string): Decision {
+  const action = path.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  const body =
+    '<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><meta name="referrer" content="same-origin">' +
+    '<meta name="viewport" content="width=device-width"><title>Sign out</title></head>\n' +
+    `<body><form method="post" action="${action}"><p>Another site asked to sign you out of this one.</p>` +
+    '<button type="submit">Sign out</button></form></body></html>\n';
+  return htmlReply(200, 'logout_confirm', body, { headers: CONFIRM_HEADERS, detail });
 }

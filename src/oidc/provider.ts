@@ -4,7 +4,7 @@ import type { ProviderConfig } from '../config/schema.js';
 import { secretValue } from '../config/load.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { CounterChild, Metrics } from '../telemetry/metrics.js';
-import { createIdpFetch, IdpUnreachableError, type IdpFetch } from './http-fetch.js';
+import { createIdpFetch, IdpUnreachableError, type IdpFetch } from '../http/idp-fetch.js';
 
 /** The provider events counted in `oidc_ext_authz_oidc_events_total{provider, event}`. */
 export const PROVIDER_EVENTS = [

@@ -72,13 +72,14 @@ export class RedirectGuard {
     const sameOrigin = url.origin === own.origin;
     if (!sameOrigin) {
       if (url.host === own.host) return fallback; // same host, other scheme: never downgrade https to http
-      if (!this.allowedHost(url)) return fallback;
+      if (!this.allowsHost(url)) return fallback;
       if (url.protocol === 'http:' && own.protocol === 'https:') return fallback;
     }
     return url.href;
   }
 
-  private allowedHost(url: URL): boolean {
+  /** Whether `url`'s host and port are one of `session.allowedRedirectHosts`. */
+  allowsHost(url: URL): boolean {
     const host = url.hostname;
     if (this.exact.has(`${host}|${url.port}`)) return true;
     return this.suffixes.some((s) => s.port === url.port && host.endsWith(s.suffix) && host.length > s.suffix.length);

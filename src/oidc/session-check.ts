@@ -1,10 +1,11 @@
-import type { AllowMemo, Decision } from '../check/browser.js';
+import type { AllowMemo } from '../check/browser.js';
 import { ENTRY_OVERHEAD_BYTES, identityBytes, type Cacheable } from '../check/cache.js';
-import type { HeaderOption } from '../check/types.js';
+import { unavailable } from '../decision/local-reply.js';
+import type { Decision, HeaderOption } from '../decision/types.js';
 import type { Identity } from '../identity/types.js';
 import type { RevocationSubject } from '../session/revocations.js';
 import type { SessionData, SessionHandle } from '../session/types.js';
-import { allowedSetCookies, nowSeconds, refreshDueAt, unavailableReply, type FlowContext } from './context.js';
+import { allowedSetCookies, nowSeconds, refreshDueAt, type FlowContext } from './context.js';
 import type { LoginReason } from './login.js';
 import { refreshSession } from './refresh.js';
 import { revokeRefreshToken } from './revoke.js';
@@ -93,7 +94,7 @@ export class SessionResolver {
             // Served from the cache for a few seconds, so a hanging IdP costs one timeout, not one per request.
             return this.slide(session, handle, now, ctx.now() + REFRESH_RETRY_MS);
           }
-          return { kind: 'decision', decision: unavailableReply(ctx, 'provider_unavailable', outcome.detail), expiresAt: NEVER, size: 0 };
+          return { kind: 'decision', decision: unavailable('provider_unavailable', ctx.errorStatus, { detail: outcome.detail }), expiresAt: NEVER, size: 0 };
         case 'current':
           ({ session, handle } = outcome);
           break;

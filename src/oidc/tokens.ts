@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import * as client from 'openid-client';
-import { identityFromClaims } from '../identity/claims.js';
+import { identityFromClaims, type ClaimsFailureCode } from '../identity/claims.js';
 import type { Identity } from '../identity/types.js';
 import type { SessionData } from '../session/types.js';
 import { timeClaimsFailure } from '../token/time-claims.js';
@@ -17,7 +17,7 @@ type TokenResponse = Awaited<ReturnType<typeof client.refreshTokenGrant>>;
 export type SessionBuild =
   | { ok: true; session: SessionData }
   /** `identity`: the claims do not map to a usable identity (the user is refused); `idp`: userinfo failed. */
-  | { ok: false; kind: 'identity'; detail: string }
+  | { ok: false; kind: 'identity'; code: ClaimsFailureCode; detail: string }
   | { ok: false; kind: 'idp'; failure: IdpFailure };
 
 /**
@@ -39,7 +39,7 @@ export async function buildSession(
   const idClaims = tokens.claims() as Record<string, unknown> | undefined;
   const subject = (idClaims?.sub as string | undefined) ?? previous?.subject;
   const issuer = (idClaims?.iss as string | undefined) ?? previous?.issuer;
-  if (typeof subject !== 'string' || typeof issuer !== 'string') return { ok: false, kind: 'identity', detail: 'no ID token in the token response' };
+  if (typeof subject !== 'string' || typeof issuer !== 'string') return { ok: false, kind: 'identity', code: 'claims', detail: 'no ID token in the token response' };
   if (idClaims !== undefined) {
     // openid-client checks exp and nbf, never iat. Same rule as bearer tokens, on the clock openid-client validates
     // with (system time), so both verdicts on one token agree.
@@ -61,10 +61,10 @@ export async function buildSession(
   let identity: Identity | undefined = previous?.identity;
   if (claims !== undefined) {
     const mapped = identityFromClaims(claims, provider.config.claims, provider.name);
-    if (!mapped.ok) return { ok: false, kind: 'identity', detail: mapped.detail };
+    if (!mapped.ok) return { ok: false, kind: 'identity', code: mapped.code, detail: mapped.detail };
     identity = mapped.identity;
   }
-  if (identity === undefined) return { ok: false, kind: 'identity', detail: 'no claims to build an identity from' };
+  if (identity === undefined) return { ok: false, kind: 'identity', code: 'claims', detail: 'no claims to build an identity from' };
 
   const expiries: number[] = [];
   const expiresIn = tokens.expiresIn();

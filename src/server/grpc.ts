@@ -1,45 +1,13 @@
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { CheckInput } from '../check/types.js';
-import { decodeCheckRequest } from '../check/wire.js';
+import { authorizationService } from '../check/wire/authorization-service.js';
 import type { Logger } from '../telemetry/logger.js';
 import { HealthService } from './health.js';
 import { addReflection } from './reflection.js';
 
 /** Decides one Check; always resolves to CheckResponse bytes (faults already turned into a deny). */
 export type CheckHandler = (input: CheckInput) => Promise<Buffer>;
-
-/** Marker for a request body that is not a valid CheckRequest: answered with an explicit deny, not a gRPC error. */
-export const MALFORMED: CheckInput = Object.freeze({ http: undefined, malformed: true }) as CheckInput;
-
-export function isMalformed(input: CheckInput): boolean {
-  return input === MALFORMED;
-}
-
-const identity = (b: Buffer) => b;
-
-/**
- * The Authorization service with the hand-written codec: grpc-js hands us the raw request bytes and sends our
- * bytes back, so no proto-loader object conversion happens on the hot path. Decoding never throws into grpc-js
- * (which would answer INTERNAL and leave the outcome to Envoy's failure_mode_allow).
- */
-const authorizationDefinition: grpc.ServiceDefinition = {
-  Check: {
-    path: '/envoy.service.auth.v3.Authorization/Check',
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: identity,
-    requestDeserialize: (buf: Buffer): CheckInput => {
-      try {
-        return decodeCheckRequest(buf);
-      } catch {
-        return MALFORMED;
-      }
-    },
-    responseSerialize: identity,
-    responseDeserialize: identity,
-  },
-};
 
 export interface GrpcServerOptions {
   host: string;
@@ -68,7 +36,7 @@ export class GrpcServer {
     });
     const check = options.check;
     const logger = options.logger;
-    this.server.addService(authorizationDefinition, {
+    this.server.addService(authorizationService, {
       Check: (call: grpc.ServerUnaryCall<CheckInput, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
         this.inflight++;
         check(call.request).then(

@@ -173,24 +173,43 @@ export function readChunked(cookies: ReadonlyMap<string, string>, name: string):
   return { status: 'ok', value: parts.join(''), chunks: parts.length, present };
 }
 
-/** Matches every cookie this product may set under `base` (the full name): the value, its chunks, login states. */
-export function ownCookieMatcher(base: string): (name: string) => boolean {
-  const prefix = `${base}_`;
-  return (name) => name === base || name.startsWith(prefix);
+/** Whether `name` is a cookie this product may set under `base` (the full name): the value, its chunks, login states. */
+export function isOwnCookie(name: string, base: string): boolean {
+  return name === base || (name.startsWith(base) && name.charCodeAt(base.length) === 0x5f); // `${base}_...`
 }
 
+/** `isOwnCookie` bound to `base`. */
+export function ownCookieMatcher(base: string): (name: string) => boolean {
+  return (name) => isOwnCookie(name, base);
+}
+
+/** A Cookie header with our cookies taken out: `changed` false = forward it as is; `value` undefined = remove it. */
+export interface StrippedCookies {
+  readonly changed: boolean;
+  readonly value: string | undefined;
+}
+
+const NO_COOKIE_HEADER: StrippedCookies = Object.freeze({ changed: false, value: undefined });
+
 /**
- * The Cookie header for the upstream without our cookies (the session must never reach the app). Every piece
- * is inspected, duplicates and pieces beyond MAX_COOKIES included. Returns "" when nothing is left.
+ * The Cookie header for the upstream without our cookies under `base` (the full name: the session, its chunks, login
+ * states), so the session never reaches the app. Every piece is inspected, duplicates and pieces beyond MAX_COOKIES
+ * included.
  */
-export function stripCookies(header: string, isOurs: (name: string) => boolean): string {
+export function stripCookies(header: string | undefined, base: string): StrippedCookies {
+  if (header === undefined) return NO_COOKIE_HEADER;
+  // Every name of ours contains `base`: the common header without it is forwarded untouched, never split.
+  if (!header.includes(base)) return { changed: false, value: header };
   const kept: string[] = [];
+  let changed = false;
   for (const piece of header.split(';')) {
     const trimmed = piece.trim();
     if (trimmed === '') continue;
     const eq = trimmed.indexOf('=');
     const name = (eq < 0 ? trimmed : trimmed.slice(0, eq)).trim();
-    if (!isOurs(name)) kept.push(trimmed);
+    if (isOwnCookie(name, base)) changed = true;
+    else kept.push(trimmed);
   }
-  return kept.join('; ');
+  if (!changed) return { changed: false, value: header };
+  return { changed: true, value: kept.length > 0 ? kept.join('; ') : undefined };
 }

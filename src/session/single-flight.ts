@@ -5,6 +5,7 @@ import { LRUCache } from 'lru-cache';
  * result. With `graceMs`, a successful result is also handed to callers that arrive shortly after it settled
  * (browsers keep sending the pre-refresh cookie until the response with the new one arrives).
  * Failures are never remembered.
+ * Kept rather than lru-cache's `fetch`: that always stores what it fetched, and the Redis store wants no grace at all.
  */
 export class SingleFlight<V> {
   private readonly running = new Map<string, Promise<V>>();

@@ -1,5 +1,4 @@
-import { request as httpRequest, type IncomingMessage } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { createIdpFetch } from '../http/idp-fetch.js';
 
 /** Options of one bounded JSON GET. */
 export interface FetchJsonOptions {
@@ -18,65 +17,40 @@ export interface FetchJsonOptions {
 export const MAX_JSON_BYTES = 1024 * 1024;
 
 /**
- * GETs `url` and parses the body as JSON. Deliberately small and strict, because the answer decides which keys we
- * trust: redirects are never followed (a 3xx is an error), only 200 is accepted, the body is capped and there is one
- * deadline for the whole exchange. node:http/https rather than fetch, so a private CA (`ca`) can be trusted per issuer.
- * Rejects with an Error whose message is safe to log (it never contains the bearer token).
+ * GETs `url` and parses the body as JSON. Deliberately strict, because the answer decides which keys we trust:
+ * redirects are never followed (a 3xx is an error), only 200 is accepted, the body is capped and there is one deadline
+ * for the whole exchange. The transport is the one HTTP client (http/idp-fetch.ts), built for this call so the CA file
+ * read just now is the one trusted (`ca` per issuer, rotated on disk). Rejects with an Error whose message is safe to
+ * log (it never contains the bearer token).
  */
-export function fetchJson(url: URL, options: FetchJsonOptions): Promise<unknown> {
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
-    return Promise.reject(new Error(`unsupported URL scheme ${url.protocol}`));
-  }
+export async function fetchJson(url: URL, options: FetchJsonOptions): Promise<unknown> {
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new Error(`unsupported URL scheme ${url.protocol}`);
   if (options.bearer !== undefined && url.protocol === 'http:' && !isLoopback(url.hostname)) {
-    return Promise.reject(new Error('refusing to send a bearer token over plain http to a non-loopback host'));
+    throw new Error('refusing to send a bearer token over plain http to a non-loopback host');
   }
-  return new Promise((resolve, reject) => {
-    const headers: Record<string, string> = { accept: 'application/json, application/jwk-set+json', 'user-agent': 'oidc-ext-authz' };
-    if (options.bearer !== undefined) headers.authorization = `Bearer ${options.bearer}`;
-    const common = { method: 'GET', headers, signal: options.signal };
-    const req =
-      url.protocol === 'https:'
-        ? httpsRequest(url, { ...common, rejectUnauthorized: true, ...(options.ca !== undefined ? { ca: options.ca } : {}) })
-        : httpRequest(url, common);
-    let settled = false;
-    const fail = (error: Error) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(deadline);
-      req.destroy();
-      reject(error);
-    };
-    const deadline = setTimeout(() => fail(new Error(`timed out after ${options.timeoutMs} ms`)), options.timeoutMs);
-    req.on('error', (error) => fail(new Error(`request failed: ${error.message}`)));
-    req.on('response', (res: IncomingMessage) => {
-      const status = res.statusCode ?? 0;
-      if (status >= 300 && status < 400) return fail(new Error(`redirect not followed (HTTP ${status})`));
-      if (status !== 200) return fail(new Error(`unexpected HTTP status ${status}`));
-      const declared = Number(res.headers['content-length']);
-      if (Number.isFinite(declared) && declared > options.maxBytes) return fail(new Error(`body larger than ${options.maxBytes} bytes`));
-      const chunks: Buffer[] = [];
-      let size = 0;
-      res.on('data', (chunk: Buffer) => {
-        size += chunk.length;
-        if (size > options.maxBytes) fail(new Error(`body larger than ${options.maxBytes} bytes`));
-        else chunks.push(chunk);
-      });
-      res.on('error', (error) => fail(new Error(`response failed: ${error.message}`)));
-      res.on('end', () => {
-        if (settled) return;
-        let body: unknown;
-        try {
-          body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-        } catch {
-          return fail(new Error('body is not valid JSON'));
-        }
-        settled = true;
-        clearTimeout(deadline);
-        resolve(body);
-      });
-    });
-    req.end();
-  });
+  const headers: Record<string, string> = { accept: 'application/json, application/jwk-set+json' };
+  if (options.bearer !== undefined) headers.authorization = `Bearer ${options.bearer}`;
+  const deadline = AbortSignal.timeout(options.timeoutMs);
+  const signal = options.signal === undefined ? deadline : AbortSignal.any([options.signal, deadline]);
+  const client = createIdpFetch({ ca: options.ca, maxBytes: options.maxBytes });
+  try {
+    let res: Response;
+    try {
+      res = await client(url.href, { method: 'GET', headers, redirect: 'manual', signal });
+    } catch (e) {
+      if (deadline.aborted) throw new Error(`timed out after ${options.timeoutMs} ms`);
+      throw new Error(`request failed: ${(e as Error).message}`);
+    }
+    if (res.status >= 300 && res.status < 400) throw new Error(`redirect not followed (HTTP ${res.status})`);
+    if (res.status !== 200) throw new Error(`unexpected HTTP status ${res.status}`);
+    try {
+      return JSON.parse(await res.text()) as unknown;
+    } catch {
+      throw new Error('body is not valid JSON');
+    }
+  } finally {
+    client.close();
+  }
 }
 
 function isLoopback(hostname: string): boolean {

@@ -60,6 +60,7 @@ export class RemoteJwks {
   private set: KeySet | undefined;
   private loadedAt = Number.NEGATIVE_INFINITY;
   private lastDemandAt = Number.NEGATIVE_INFINITY;
+  /** The one refresh in flight. A promise field, not a keyed cache: there is one key set, tied to the cooldown rules. */
   private inflight: Promise<boolean> | undefined;
   private failures = 0;
   private error: string | undefined;

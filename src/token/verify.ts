@@ -1,5 +1,5 @@
 import { constants, verify as verifySignature, type KeyObject } from 'node:crypto';
-import type { Reason } from '../check/reasons.js';
+import type { Reason } from '../decision/reasons.js';
 import type { BearerIssuerConfig } from '../config/schema.js';
 import { identityFromClaims } from '../identity/claims.js';
 import type { Identity } from '../identity/types.js';
@@ -42,11 +42,6 @@ const ASYMMETRIC: ReadonlySet<string> = new Set(['RS256', 'RS384', 'RS512', 'PS2
 const LOGOUT_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
 const KUBERNETES_LEGACY_ISSUER = 'kubernetes/serviceaccount';
 const B64URL = /^[A-Za-z0-9_-]+$/;
-/**
- * `exp` and `sub` are required of every bearer token: no `exp` means a credential that never dies (RFC 8725 and our
- * baseline), and `sub` is the subject every access-token profile carries (RFC 9068 section 2.2, Kubernetes
- * ServiceAccount tokens included) and what `Identity.subject` holds.
- */
 
 interface Issuer {
   readonly config: BearerIssuerConfig;
@@ -139,11 +134,11 @@ export class BearerVerifier {
   }
 
   /**
-   * Verifies `token` (the compact JWS after "Bearer "). `allowedIssuers` (config names) narrows the accepted issuers
-   * for one route; a token from another configured issuer answers `bearer_unknown_issuer`. `jwks_unavailable` means
-   * the issuer's keys were never loaded: an infrastructure fault (answer 503), not the client's.
+   * Verifies `token` (the compact JWS after "Bearer "). `jwks_unavailable` means the issuer's keys were never loaded:
+   * an infrastructure fault (answer 503), not the client's. Which issuers a route accepts is the Decider's call, on
+   * the cached outcome's `issuer`.
    */
-  async verify(token: string, allowedIssuers?: ReadonlySet<string>): Promise<VerifyOutcome> {
+  async verify(token: string): Promise<VerifyOutcome> {
     if (token.length > MAX_TOKEN_LENGTH) return fail('bearer_malformed', `token longer than ${MAX_TOKEN_LENGTH} characters`);
     const parts = token.split('.');
     if (parts.length === 5) return fail('bearer_malformed', 'encrypted tokens (JWE) are not accepted');
@@ -164,7 +159,6 @@ export class BearerVerifier {
       return fail('bearer_unknown_issuer', typeof iss === 'string' ? 'issuer not configured' : 'token has no iss');
     }
     const name = issuer.config.name;
-    if (allowedIssuers !== undefined && !allowedIssuers.has(name)) return fail('bearer_unknown_issuer', `issuer ${name} not accepted here`);
     if (!issuer.algorithms.has(alg)) return fail('bearer_algorithm', `alg ${alg} not allowed for issuer ${name}`);
     if (issuer.types !== undefined && !(typeof header.typ === 'string' && issuer.types.has(normalizeTyp(header.typ)))) {
       return fail('bearer_invalid', `typ ${JSON.stringify(typeof header.typ === 'string' ? header.typ.slice(0, 32) : header.typ ?? null)} not allowed for issuer ${name}`);
@@ -190,7 +184,7 @@ export class BearerVerifier {
     const bad = claimsFailure(claims, issuer, Math.floor(this.now()));
     if (bad !== undefined) return bad;
     const mapped = identityFromClaims(claims, issuer.config.claims, name);
-    if (!mapped.ok) return fail('bearer_claims', mapped.detail);
+    if (!mapped.ok) return fail(mapped.code === 'email_unverified' ? 'email_unverified' : 'bearer_claims', mapped.detail);
     return { ok: true, identity: mapped.identity, expiresAt: claims.exp as number, issuer: name };
   }
 }
@@ -232,7 +226,9 @@ const SIGNATURE_PARAMS: Record<string, { hash: string | null; options: object }>
 /**
  * The registered claims, after the signature (RFC 7519 section 4.1, RFC 8725 section 3.8/3.9): `iss` exactly this
  * issuer, `aud` one of the configured audiences, `sub` present, and the time claims (timeClaimsFailure: `exp`,
- * `nbf` and `iat` against the clock tolerance).
+ * `nbf` and `iat` against the clock tolerance). `exp` and `sub` are required of every bearer token: no `exp` means a
+ * credential that never dies (RFC 8725 and our baseline), and `sub` is the subject every access-token profile carries
+ * (RFC 9068 section 2.2, Kubernetes ServiceAccount tokens included) and what `Identity.subject` holds.
  */
 function claimsFailure(claims: Record<string, unknown>, issuer: Issuer, now: number): Failure | undefined {
   const { config } = issuer;

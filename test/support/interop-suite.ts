@@ -1,8 +1,8 @@
-import { existsSync } from 'node:fs';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, startStack, TestBrowser, until, type Stack } from './idp.js';
 import { startRedis, type TestRedis } from './redis.js';
+import { CHROMIUM, toolMissing } from './tools.js';
 
 /**
  * One interop suite, run against every real IdP (test/interop-dex.test.ts, test/interop-keycloak.test.ts): the
@@ -10,7 +10,6 @@ import { startRedis, type TestRedis } from './redis.js';
  * gateway emulator. Each target says how its IdP does the parts that differ (form, logout at the IdP, grants).
  */
 
-export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 /** Two cores shared with other test runs and a JVM: generous. */
 export const TEST_TIMEOUT = 240_000;
 const SESSION = 'oidc_session'; // session.secure is off: Chromium refuses Secure cookies from http origins
@@ -89,7 +88,6 @@ export function defineInteropSuite(name: string, setup: InteropSetup, start: () 
   const stacks: { offline?: Stack; online?: Stack; redis?: Stack } = {};
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM} (bash scripts/install-tools.sh apt)`);
     target = await start();
     redis = await startRedis();
     const provider = (offline: boolean) => ({
@@ -112,8 +110,8 @@ export function defineInteropSuite(name: string, setup: InteropSetup, start: () 
         provider: provider(true),
         session: { ...session, store: 'redis', redis: { url: redis.url, keyPrefix: `${name}-interop:`, commandTimeoutMs: 2000 } },
       });
-    } else if (process.env.CI === 'true') {
-      throw new Error('redis-server not found (bash scripts/install-tools.sh apt)');
+    } else {
+      toolMissing('redis-server not found, the Redis logout cases do not run: bash scripts/install-tools.sh apt');
     }
     await until(() => Object.values(stacks).every((s) => s.apps[0]!.ready()), 60_000);
     browser = await chromium.launch({
@@ -281,8 +279,9 @@ export function defineInteropSuite(name: string, setup: InteropSetup, start: () 
 
   for (const [label, current, offline] of logoutStacks) {
     describe(`${name}: logout, ${label}`, () => {
-      it('RP-initiated logout: the old cookie, replayed at once and after the tokens expired, lands on login', async () => {
-        const stack = current()!;
+      it('RP-initiated logout: the old cookie, replayed at once and after the tokens expired, lands on login', async (test) => {
+        const stack = current();
+        if (stack === undefined) return test.skip(); // no redis-server outside CI and npm test (toolMissing warned)
         const { context, page } = await loggedIn(stack, '/');
         const copy = await sessionCookies(context);
         const held = await target.idpSessions?.(target.user);
@@ -309,8 +308,9 @@ export function defineInteropSuite(name: string, setup: InteropSetup, start: () 
         }
       }, TEST_TIMEOUT);
 
-      it('logout at the IdP: the next request lands on login within the documented bound', async () => {
-        const stack = current()!;
+      it('logout at the IdP: the next request lands on login within the documented bound', async (test) => {
+        const stack = current();
+        if (stack === undefined) return test.skip(); // no redis-server outside CI and npm test (toolMissing warned)
         await target.setBackchannelLogoutUrl?.(`http://127.0.0.1:${stack.apps[0]!.adminPort}/backchannel-logout/${PROVIDER}`);
         const { context, page } = await loggedIn(stack, '/volumes/');
         const ended = ['matched', 'listed'].reduce((n, o) => n + backchannelCount(stack, o), 0);

@@ -2,6 +2,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from './ports.js';
+import { toolMissing } from './tools.js';
 
 /** A throw-away redis-server on 127.0.0.1 (no persistence) for one test file. */
 export interface TestRedis {
@@ -20,12 +21,11 @@ const MISSING = 'redis-server not found: install it with `apt-get install -y red
 
 /**
  * Starts redis-server on a free port. Undefined (with a console message) when the binary is missing, so a test
- * file can skip its Redis half; with CI=true a missing binary is an error instead.
+ * file can skip its Redis half; when tools are required (CI, npm test) a missing binary is an error instead.
  */
 export async function startRedis(): Promise<TestRedis | undefined> {
   if (spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).error) {
-    if (process.env.CI === 'true') throw new Error(MISSING);
-    console.warn(`skipping Redis tests: ${MISSING}`);
+    toolMissing(MISSING);
     return undefined;
   }
   const port = await freePort();
