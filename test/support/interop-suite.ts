@@ -98,7 +98,8 @@ export function defineInteropSuite(name: string, setup: InteropSetup, start: () 
       scopes: offline ? [...target.scopes, 'offline_access'] : target.scopes,
       postLogoutRedirect: '/',
       claims: { userPrefix: '' },
-      timeoutMs: 10_000,
+      // A JVM IdP next to a full test run on two cores: its first answers can be slow.
+      timeoutMs: 30_000,
     });
     const session = { secure: false, refreshBeforeSeconds: target.refreshBeforeSeconds };
     stacks.offline = await startStack({ externalIssuer: target.issuer, gatewayPort: setup.ports[0], provider: provider(true), session });

@@ -315,6 +315,20 @@ async function configureRealm(
   const userId = async (username: string) =>
     ((await admin('GET', `/users?exact=true&username=${encodeURIComponent(username)}`)) as { id: string }[])[0]!.id;
   const discovery = (await (await fetch(`${issuer}/.well-known/openid-configuration`)).json()) as Record<string, unknown>;
+  // Warm-up: the realm's signing keys are made at the first token, the login page's templates compile at the first
+  // render. Cold, either can outlast a product's token-request timeout on two busy cores.
+  await form(`${issuer}/protocol/openid-connect/token`, { client_id: serviceAccount.clientId, client_secret: serviceAccount.clientSecret, grant_type: 'client_credentials' });
+  const warm = new URL(String(discovery.authorization_endpoint));
+  warm.search = new URLSearchParams({
+    client_id: clientId,
+    response_type: 'code',
+    scope: 'openid',
+    redirect_uri: options.redirectUris[0]!,
+    state: 'warm-up',
+    code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+    code_challenge_method: 'S256',
+  }).toString();
+  await (await fetch(warm, { redirect: 'manual', signal: AbortSignal.timeout(60_000) })).text();
 
   return {
     version: install.version,
