@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the external programs that the tests, the demo and the benchmarks
 # drive: Debian packages (redis-server, chromium, h2load), Go-built tools
-# (ghz, dex, oauth2-proxy, kustomize, helm, opa-envoy-plugin) and Keycloak.
+# (ghz, dex, oauth2-proxy, kustomize, helm, opa-envoy-plugin, etcd,
+# kube-apiserver) and Keycloak.
 #
-# Usage: scripts/install-tools.sh [apt|go|keycloak|ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin]...
+# Usage: scripts/install-tools.sh [apt|go|keycloak|ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver]...
 #        (no argument = everything)
 #
 # Go tools land in <repo>/.cache/tools/bin, built from the Go module proxy with
@@ -25,6 +26,18 @@
 #     and `go install mod@ver` needs that list (deprecation check), so those
 #     two are also built from a throw-away module (`go get` only warns).
 #   - kustomize: v5.8.3 needs go >= 1.27; v5.8.2 is the newest for Go 1.26.
+#   - etcd v3.6.16: the newest v3.6 patch the proxy serves; v3.6 is the etcd
+#     line Kubernetes 1.34 is released and tested with. etcd has no buildable
+#     main package in a module (its cmd lives in the server repo's root), so a
+#     throw-away module with a three-line main calls etcdmain.Main(os.Args).
+#   - kube-apiserver v1.34.4: the newest 1.34 the proxy serves. k8s.io/kubernetes
+#     names its staging modules (k8s.io/api, apiserver, client-go, ...) at
+#     v0.0.0 and replaces them with ./staging, which does not apply from another
+#     module: a throw-away module replaces each with its published v0.34.4
+#     (the list is read from kubernetes' own go.mod, so none is missed).
+#   Both are only for tests (test/support/kube-apiserver.ts). Cold builds on 2
+#   shared cores (load ~14, 2026-12-01): kube-apiserver 19m45s wall (7m42s
+#   user CPU), etcd 2m14s; with the Go build cache warm, 18 s and 8 s.
 #   - keycloak 26.5.6: the newest 26.5 patch Maven Central serves (the issue-10
 #     reproduction ran on 26.5). Its server zip (org.keycloak:keycloak-quarkus-dist)
 #     comes through Maven's own client into .cache/keycloak; it needs Java 21+
@@ -60,12 +73,18 @@ HELM_MOD=helm.sh/helm/v4
 HELM_VERSION=v4.3.1
 OPA_ENVOY_MOD=github.com/open-policy-agent/opa-envoy-plugin
 OPA_ENVOY_VERSION=v1.14.1-envoy
+ETCD_MOD=go.etcd.io/etcd/server/v3
+ETCD_VERSION=v3.6.16
+KUBE_MOD=k8s.io/kubernetes
+KUBE_VERSION=v1.34.4
+# The published k8s.io/<staging module> release that matches KUBE_VERSION.
+KUBE_STAGING_VERSION=v0.34.4
 KEYCLOAK_GAV=org.keycloak:keycloak-quarkus-dist
 KEYCLOAK_VERSION=26.5.6
 MVN_DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
 APT_PACKAGES=(redis-server chromium nghttp2-client)
-GO_TOOLS=(ghz dex oauth2-proxy kustomize helm opa-envoy-plugin)
+GO_TOOLS=(ghz dex oauth2-proxy kustomize helm opa-envoy-plugin etcd kube-apiserver)
 # Tools whose failure is reported but does not fail the script.
 OPTIONAL_TOOLS=" opa-envoy-plugin "
 
@@ -88,7 +107,7 @@ else
       apt) WANT[apt]=1 ;;
       keycloak) WANT[keycloak]=1 ;;
       go) for t in "${GO_TOOLS[@]}"; do WANT[$t]=1; done ;;
-      ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin) WANT[$a]=1 ;;
+      ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver) WANT[$a]=1 ;;
       *) echo "install-tools: unknown tool '$a'" >&2; usage; exit 2 ;;
     esac
   done
@@ -160,6 +179,8 @@ tool_version_cmd() {
     kustomize) "$BIN/kustomize" version ;;
     helm) "$BIN/helm" version --short ;;
     opa-envoy-plugin) "$BIN/opa-envoy-plugin" version ;;
+    etcd) "$BIN/etcd" --version ;;
+    kube-apiserver) "$BIN/kube-apiserver" --version ;;
   esac
 }
 
@@ -171,6 +192,10 @@ tool_spec() { # prints: module version package method ldflags
     kustomize) echo "$KUSTOMIZE_MOD $KUSTOMIZE_VERSION $KUSTOMIZE_MOD install -" ;;
     helm) echo "$HELM_MOD $HELM_VERSION $HELM_MOD/cmd/helm install -X=$HELM_MOD/internal/version.version=$HELM_VERSION" ;;
     opa-envoy-plugin) echo "$OPA_ENVOY_MOD $OPA_ENVOY_VERSION $OPA_ENVOY_MOD/cmd/opa-envoy-plugin tmpmod -" ;;
+    # The package is the throw-away module's own main (see build_tmpmod).
+    etcd) echo "$ETCD_MOD $ETCD_VERSION . tmpmod -" ;;
+    # gitVersion: what /version and --version report (the default is v0.0.0-master).
+    kube-apiserver) echo "$KUBE_MOD $KUBE_VERSION $KUBE_MOD/cmd/kube-apiserver tmpmod -X=k8s.io/component-base/version.gitVersion=$KUBE_VERSION" ;;
   esac
 }
 
@@ -184,6 +209,13 @@ build_tmpmod() { # tool mod ver pkg ldflags
   (
     cd "$dir" &&
     go mod init tmp &&
+    if [ "$tool" = etcd ]; then
+      printf '%s\n' 'package main' '' 'import (' '	"os"' '' '	"go.etcd.io/etcd/server/v3/etcdmain"' ')' '' \
+        'func main() { etcdmain.Main(os.Args) }' >main.go
+    fi &&
+    if [ "$tool" = kube-apiserver ]; then
+      replace_kube_staging "$ver"
+    fi &&
     go get "$mod@$ver" &&
     if [ "$tool" = dex ]; then
       # dex's go.mod replaces github.com/dexidp/dex/api/v2 with ./api/v2;
@@ -197,6 +229,19 @@ build_tmpmod() { # tool mod ver pkg ldflags
   return $rc
 }
 
+# Replaces every k8s.io/<staging module> that k8s.io/kubernetes@ver names at
+# v0.0.0 (its go.mod: `k8s.io/x => ./staging/src/k8s.io/x`) by the published
+# KUBE_STAGING_VERSION, in the module of the current directory.
+replace_kube_staging() { # ver
+  local gomod staging m
+  gomod="$(go mod download -json "$KUBE_MOD@$1" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')" &&
+  [ -f "$gomod" ] || { echo "no go.mod for $KUBE_MOD@$1" >&2; return 1; }
+  staging="$(sed -n 's#^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) => \./staging/src/.*#\1#p' "$gomod")"
+  [ -n "$staging" ] || { echo "no staging replaces found in $gomod" >&2; return 1; }
+  for m in $staging; do go mod edit -replace="$m=$m@$KUBE_STAGING_VERSION" || return 1; done
+  echo "replaced $(echo "$staging" | wc -l) staging modules with $KUBE_STAGING_VERSION"
+}
+
 build_go_tool() {
   local tool=$1 mod ver pkg method extra ldflags stamp want
   read -r mod ver pkg method extra < <(tool_spec "$tool")
@@ -205,6 +250,8 @@ build_go_tool() {
   stamp="$BIN/$tool.version"
   want="$pkg@$ver $method ldflags=[$ldflags]"
   if [ "$tool" = dex ]; then want="$want api=$DEX_API_VERSION"; fi
+  if [ "$tool" = etcd ]; then want="$ETCD_MOD/etcdmain@$ver $method ldflags=[$ldflags]"; fi
+  if [ "$tool" = kube-apiserver ]; then want="$want staging=$KUBE_STAGING_VERSION"; fi
   if [ -x "$BIN/$tool" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     echo "$tool $ver (cached) $(first_line tool_version_cmd "$tool")"
     return 0

@@ -44,7 +44,8 @@ async function main(argv: string[]): Promise<number> {
     case 'render': {
       if (sub !== 'istio') break;
       const { renderIstio } = await import('./render-istio.js');
-      process.stdout.write(renderIstio(loadConfigFile(configPathFrom(values.config))));
+      // Rendered off-cluster: the in-pod files (CA bundle, token) are not there and are not needed to render.
+      process.stdout.write(renderIstio(loadConfigFile(configPathFrom(values.config), undefined, { runtimeFiles: false })));
       return 0;
     }
   }

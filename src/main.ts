@@ -6,13 +6,11 @@ import type { Config } from './config/schema.js';
  * Entry for `serve`: build, listen, and stop cleanly on SIGTERM/SIGINT. No logic of its own.
  * With `server.grpc.workers: N`, the primary forks N workers that share the gRPC and admin ports (Node's cluster
  * module hands connections out round-robin); each worker has its own caches, and /metrics shows the worker that answers.
+ * `parseConfig` has refused workers with port 0, so every worker shares the same fixed ports.
  */
 export async function serve(config: Config): Promise<App | undefined> {
   const workers = config.server.grpc.workers;
   if (workers > 0 && cluster.isPrimary) {
-    if (config.server.grpc.port === 0 || config.server.admin.port === 0) {
-      throw new Error('server.grpc.workers needs fixed ports (port 0 would give every worker its own port)');
-    }
     let stopping = false;
     for (let i = 0; i < workers; i++) cluster.fork();
     cluster.on('exit', (worker, code) => {

@@ -38,6 +38,34 @@ describe('config validation', () => {
     expect(Object.isFrozen(config.routes[0]!.path)).toBe(true);
   });
 
+  it('returns fresh objects from every parse, with each nested default the same as an empty object given explicitly', () => {
+    const a = parseConfig({}, 'a', env());
+    const b = parseConfig({}, 'b', env());
+    expect(a.server.grpc).not.toBe(b.server.grpc);
+    expect(a.routes[0]!.allow).not.toBe(b.routes[0]!.allow);
+    expect(a).toEqual(b);
+    expect(Object.isFrozen(a.server.grpc) && Object.isFrozen(a.routes[0]!.allow.groups)).toBe(true);
+    const explicit = parseConfig(
+      { server: { grpc: {}, admin: {} }, log: {}, cache: {}, decision: {}, identity: {}, routes: [{}] },
+      'explicit',
+      env(),
+    );
+    expect(explicit).toEqual(a);
+    expect(a.routes[0]).toEqual({ hosts: ['*'], path: { prefix: '/' }, action: 'protect', allow: { emailDomains: [], emails: [], groups: [] } });
+    const issuer = parseConfig({ issuers: [{ name: 'i', issuer: 'https://i.example', audiences: ['a'] }] }, 'i', env()).issuers[0]!;
+    expect(issuer.claims).toEqual({
+      user: 'email',
+      email: 'email',
+      groups: 'groups',
+      preferredUsername: 'preferred_username',
+      userPrefix: '',
+      groupsPrefix: '',
+      requireEmailVerified: false,
+      allowUnverifiedEmail: false,
+    });
+    expect(issuer.jwks).toEqual({ maxAgeSeconds: 600, cooldownSeconds: 30, timeoutMs: 5000 });
+  });
+
   it('reports every problem with its dotted path at once', () => {
     const issues = issuesOf(() =>
       parseConfig(
@@ -86,11 +114,38 @@ describe('config validation', () => {
   it('refuses the same issuer declared twice, as check-config and serve both load it (issue 10)', () => {
     const entry = { issuer: 'https://keycloak.example/realms/kf', audiences: ['kubeflow'] };
     const issues = issuesOf(() => parseConfig({ issuers: [{ name: 'people', ...entry }, { name: 'robots', ...entry, claims: { user: 'sub' } }] }, 'test', env()));
-    expect(issues).toEqual([{ path: 'issuers.1.issuer', message: expect.stringMatching(/duplicate issuer .*issuers\.0/) }]);
+    expect(issues).toEqual([{ path: 'issuers.1.issuer', message: expect.stringMatching(/unique issuer values/) }]);
     // The supported way: one entry, the user id from the first claim present.
     const ok = parseConfig({ issuers: [{ name: 'kc', ...entry, claims: { user: ['email', 'preferred_username', 'sub'] } }] }, 'test', env());
     expect(ok.issuers[0]!.claims.user).toEqual(['email', 'preferred_username', 'sub']);
     expect(ok.issuers[0]!.tokenKinds).toEqual(['access']);
+  });
+
+  it('checks the content of the files the server reads: PEM for the TLS pair, non-empty for CA and token files', () => {
+    const issues = issuesOf(() =>
+      parseConfig(
+        {
+          server: { grpc: { tls: { certFile: '/tls.crt', keyFile: '/tls.key' } } },
+          issuers: [{ name: 'k', issuer: 'https://k.example', audiences: ['a'], caFile: '/ca.crt', tokenFile: '/token' }],
+        },
+        'files',
+        env({}, { '/tls.crt': 'not a certificate', '/tls.key': 'not a key', '/ca.crt': '\n', '/token': '  ' }),
+      ),
+    );
+    expect(issues).toEqual([
+      { path: 'server.grpc.tls.certFile', message: '/tls.crt: expected a PEM certificate (bundle)' },
+      { path: 'server.grpc.tls.keyFile', message: '/tls.key: expected a PEM private key' },
+      { path: 'issuers.0.caFile', message: '/ca.crt: file is empty' },
+      { path: 'issuers.0.tokenFile', message: '/token: file is empty' },
+    ]);
+  });
+
+  it('skips only the runtime-file checks for renderers (runtimeFiles: false), never the other rules', () => {
+    const input = { issuers: [{ name: 'k', issuer: 'https://k.example', audiences: ['a'], caFile: '/missing/ca.crt' }] };
+    expect(issuesOf(() => parseConfig(input, 'files', env())).map((i) => i.path)).toEqual(['issuers.0.caFile']);
+    expect(parseConfig(input, 'render', env(), { runtimeFiles: false }).issuers[0]!.caFile).toBe('/missing/ca.crt');
+    const bad = { issuers: [input.issuers[0]!, { ...input.issuers[0]!, name: 'k2' }] };
+    expect(issuesOf(() => parseConfig(bad, 'render', env(), { runtimeFiles: false })).map((i) => i.path)).toEqual(['issuers.1.issuer']);
   });
 
   it('rejects cookie keys that are not 32 bytes', () => {

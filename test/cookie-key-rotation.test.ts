@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
-import { NAVIGATE, TestBrowser, isDeletion, loginAt, startStack, until, type Reply, type Stack } from './support/idp.js';
+import { NAVIGATE, TestBrowser, isDeletion, loginAt, type Reply } from './support/browser.js';
+import { until } from './support/polling.js';
+import { startStack, type Stack } from './support/stack.js';
 import { startRedis, type TestRedis } from './support/redis.js';
 import { startReplica, type Replica } from './support/replica.js';
 

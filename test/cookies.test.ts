@@ -22,6 +22,11 @@ describe('parseCookies', () => {
     expect(parseCookies('a=1; b=2;c=3 ;  d = 4 ')).toEqual(new Map([['a', '1'], ['b', '2'], ['c', '3'], ['d', '4']]));
   });
 
+  it('reads the ","-joined header Envoy builds from two HTTP/1 Cookie lines, and both separators mixed', () => {
+    expect(parseCookies('a=1,b=2')).toEqual(new Map([['a', '1'], ['b', '2']]));
+    expect(parseCookies('a=1; b=2,__Host-oidc_session=s , c=3')).toEqual(new Map([['a', '1'], ['b', '2'], ['__Host-oidc_session', 's'], ['c', '3']]));
+  });
+
   it('keeps values containing "=" and skips pieces without a name', () => {
     expect(parseCookies('t=a=b==; =x; noequals; ; e=')).toEqual(new Map([['t', 'a=b=='], ['e', '']]));
   });
@@ -162,7 +167,7 @@ describe('stripCookies', () => {
     fc.assert(
       fc.property(
         fc.array(fc.oneof(fc.constantFrom('__Host-oidc_session', '__Host-oidc_session_3', '__Host-oidc_session_login_deadbeef'), fc.stringMatching(/^[a-z]{1,6}$/)), { maxLength: 20 }),
-        fc.array(fc.constantFrom(';', '; ', ' ;', ';;', ' ; '), { minLength: 20, maxLength: 20 }),
+        fc.array(fc.constantFrom(';', '; ', ' ;', ';;', ' ; ', ',', ', ', ' ,'), { minLength: 20, maxLength: 20 }),
         (names, separators) => {
           const header = names.map((n, i) => `${n}=v${i}${separators[i]}`).join('');
           const stripped = stripCookies(header, base);

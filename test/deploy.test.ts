@@ -1,381 +1,37 @@
 /**
  * Deployment manifests, rendered for real: `kustomize build` of every overlay, `helm lint` + `helm template` of the
- * chart. Every object is validated against its schema (kubernetes-models, @kubernetes-models/gateway-api,
- * @kubernetes-models/istio) and the pieces are checked against each other: the meshConfig provider and the policies,
- * the provider and the Service, the Service and the Deployment, the Deployment and the config it mounts.
- *
- * The schema packages reject wrong types, enums and missing required fields, but not unknown fields (Kubernetes'
- * OpenAPI has no additionalProperties: false), and IstioOperator's schema leaves meshConfig open: the Istio fields
- * this project relies on are checked by hand below (`checkMeshProvider`, `checkCustomPolicy`).
+ * chart, each checked by test/support/install-check.ts (schemas, and the pieces against each other).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parse, parseAllDocuments } from 'yaml';
+import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
-import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
-import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
-import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
-import { Namespace } from 'kubernetes-models/v1/Namespace';
-import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
-import { Secret } from 'kubernetes-models/v1/Secret';
-import { Service } from 'kubernetes-models/v1/Service';
-import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
-import { Gateway } from '@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/Gateway';
-import { HTTPRoute } from '@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/HTTPRoute';
-import { AuthorizationPolicy } from '@kubernetes-models/istio/security.istio.io/v1/AuthorizationPolicy';
-import { IstioOperator } from '@kubernetes-models/istio/install.istio.io/v1alpha1/IstioOperator';
-import { parseConfigText, type ConfigEnvironment } from '../src/config/load.js';
+import { parseConfigText } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
-import { hostsFromRoutes, policyHosts, renderIstio } from '../src/render-istio.js';
+import { renderIstio } from '../src/render-istio.js';
+import {
+  checkCustomPolicy,
+  checkInstall,
+  checkMeshProvider,
+  FAKE_KEY,
+  fakeEnvironment,
+  kindOf,
+  meshProvidersFromFiles,
+  meshProvidersFromNotes,
+  oidcConfigs,
+  validateSchema,
+} from './support/install-check.js';
+import { CHART, findRenderTools, HELM_VARIANTS, OVERLAYS, parseManifests, renderChart, renderKustomize, ROOT, run, type Obj } from './support/manifests.js';
 import { TOOLS_REQUIRED } from './support/tools.js';
 
-/** Container env vars that may carry a literal value: runtime settings, never secrets. */
-const LITERAL_ENV: ReadonlySet<string> = new Set(['NODE_OPTIONS']);
-
-const root = join(import.meta.dirname, '..');
-const toolsBin = join(root, '.cache/tools/bin');
-const FAKE_KEY = Buffer.alloc(32, 7).toString('base64');
-/** Every `{env:}` secret resolves to a valid 32-byte key; every `{file:}` too. */
-const fakeEnvironment: ConfigEnvironment = { env: new Proxy({}, { get: () => FAKE_KEY }), readFile: () => FAKE_KEY };
-
-// ---- tools ---------------------------------------------------------------------------------------------------------
-
-interface Tools {
-  kustomize: string;
-  helm: string;
-}
-
-/** kustomize and helm from .cache/tools/bin, built once by scripts/install-tools.sh when missing. */
-function findTools(): { tools?: Tools; problem?: string } {
-  const paths = { kustomize: join(toolsBin, 'kustomize'), helm: join(toolsBin, 'helm') };
-  const present = () => existsSync(paths.kustomize) && existsSync(paths.helm);
-  if (!present()) {
-    const run = spawnSync('bash', [join(root, 'scripts/install-tools.sh'), 'kustomize', 'helm'], {
-      cwd: root,
-      encoding: 'utf8',
-      timeout: 15 * 60_000,
-    });
-    if (!present()) {
-      const why = run.error ? String(run.error) : `exit ${run.status}: ${(run.stderr || run.stdout).trim().split('\n').slice(-5).join(' | ')}`;
-      return {
-        problem:
-          `kustomize and helm are missing from .cache/tools/bin and scripts/install-tools.sh could not build them (${why}). ` +
-          'Install them with `bash scripts/install-tools.sh kustomize helm` (needs Go and the Go module proxy).',
-      };
-    }
-  }
-  return { tools: paths };
-}
-
-const found = findTools();
+const root = ROOT;
+const found = findRenderTools();
 const tools = found.tools;
-
-function run(cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { cwd: root, encoding: 'utf8', timeout: 120_000, maxBuffer: 64 * 1024 * 1024 });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status ?? r.error}):\n${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
-
-// ---- objects and schemas -------------------------------------------------------------------------------------------
-
-type Obj = Record<string, any>;
-
-interface Validatable {
-  validate(): void;
-}
-const MODELS: Record<string, new (data: never) => Validatable> = {
-  'v1/Namespace': Namespace,
-  'v1/ServiceAccount': ServiceAccount,
-  'v1/ConfigMap': ConfigMap,
-  'v1/Secret': Secret,
-  'v1/Service': Service,
-  'apps/v1/Deployment': Deployment,
-  'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
-  'rbac.authorization.k8s.io/v1/ClusterRoleBinding': ClusterRoleBinding,
-  'gateway.networking.k8s.io/v1/Gateway': Gateway,
-  'gateway.networking.k8s.io/v1/HTTPRoute': HTTPRoute,
-  'security.istio.io/v1/AuthorizationPolicy': AuthorizationPolicy,
-  'install.istio.io/v1alpha1/IstioOperator': IstioOperator,
-};
-
-function parseManifests(text: string, source: string): Obj[] {
-  return parseAllDocuments(text).flatMap((doc) => {
-    if (doc.errors.length > 0) throw new Error(`${source}: ${doc.errors[0]!.message}`);
-    const value = doc.toJS() as Obj | null;
-    return value ? [value] : [];
-  });
-}
-
-/** Schema validation; an apiVersion/kind without a model fails, so a new kind is added here on purpose. */
-function validateSchema(obj: Obj, source: string): void {
-  const key = `${obj.apiVersion}/${obj.kind}`;
-  const Model = MODELS[key];
-  if (!Model) throw new Error(`${source}: no schema for ${key} (${obj.metadata?.name}); add its model to MODELS`);
-  try {
-    new Model(obj as never).validate();
-  } catch (err) {
-    throw new Error(`${source}: ${key} ${obj.metadata?.name}: ${(err as Error).message}`);
-  }
-}
-
-const kindOf = (objs: Obj[], kind: string) => objs.filter((o) => o.kind === kind);
-
-// ---- Istio fields, checked by hand ---------------------------------------------------------------------------------
-
-/** Fields of istio.mesh.v1alpha1 MeshConfig.ExtensionProvider.EnvoyExternalAuthorizationGrpcProvider. */
-const GRPC_PROVIDER_FIELDS = new Set(['service', 'port', 'timeout', 'failOpen', 'statusOnError', 'includeRequestBodyInCheck']);
-
-interface MeshProvider {
-  name: string;
-  service: string;
-  port: number;
-  timeoutMs: number;
-}
-
-/** One meshConfig extensionProviders entry: the grpc provider with an explicit short timeout, failing closed. */
-function checkMeshProvider(entry: Obj, source: string): MeshProvider {
-  expect(Object.keys(entry).sort(), `${source}: provider keys`).toEqual(['envoyExtAuthzGrpc', 'name']);
-  const grpc = entry.envoyExtAuthzGrpc as Obj;
-  for (const key of Object.keys(grpc)) expect(GRPC_PROVIDER_FIELDS.has(key), `${source}: unknown field envoyExtAuthzGrpc.${key}`).toBe(true);
-  expect(grpc.service, `${source}: service`).toMatch(/^[a-z0-9-]+\.[a-z0-9-]+\.svc\.cluster\.local$/);
-  expect(Number.isInteger(grpc.port) && grpc.port > 0 && grpc.port < 65536, `${source}: port`).toBe(true);
-  // google.protobuf.Duration in JSON: seconds with an "s" suffix ("500ms" is rejected by istiod).
-  expect(grpc.timeout, `${source}: timeout must be explicit, protobuf Duration syntax`).toMatch(/^\d+(\.\d{1,9})?s$/);
-  const timeoutMs = parseFloat(grpc.timeout) * 1000;
-  expect(timeoutMs, `${source}: timeout must be short (Istio's default is 600 s)`).toBeLessThanOrEqual(5000);
-  expect(grpc.failOpen, `${source}: failOpen`).toBe(false);
-  if (grpc.statusOnError !== undefined) expect(String(grpc.statusOnError), `${source}: statusOnError`).toMatch(/^[1-5]\d\d$/);
-  expect(grpc.includeRequestBodyInCheck, `${source}: body buffering stalls streams`).toBeUndefined();
-  return { name: entry.name, service: grpc.service, port: grpc.port, timeoutMs };
-}
-
-const OPERATION_FIELDS = new Set(['hosts', 'notHosts', 'ports', 'notPorts', 'methods', 'notMethods', 'paths', 'notPaths']);
-
-/**
- * A CUSTOM policy must send every path of its hosts to the provider: rules restrict by host only (no paths, methods,
- * ports, sources or conditions that would leave requests unprotected), and an exact host has its "host:*" twin.
- */
-function checkCustomPolicy(policy: Obj, source: string): { provider: string; hosts: string[] | '*' } {
-  const spec = policy.spec as Obj;
-  const where = `${source}: AuthorizationPolicy ${policy.metadata.namespace}/${policy.metadata.name}`;
-  expect(spec.action, where).toBe('CUSTOM');
-  expect(typeof spec.provider?.name, `${where}: provider.name`).toBe('string');
-  expect(Boolean(spec.selector) !== Boolean(spec.targetRefs ?? spec.targetRef), `${where}: exactly one of selector, targetRefs`).toBe(true);
-  const rules = spec.rules as Obj[] | undefined;
-  expect(rules?.length, `${where}: a CUSTOM policy without rules matches nothing`).toBeGreaterThan(0);
-  const hosts: string[] = [];
-  let everyHost = false;
-  for (const rule of rules!) {
-    expect(rule.from, `${where}: rules[].from would exempt sources`).toBeUndefined();
-    expect(rule.when, `${where}: rules[].when would exempt requests (e.g. those with an Authorization header)`).toBeUndefined();
-    if (rule.to === undefined) {
-      everyHost = true;
-      continue;
-    }
-    for (const to of rule.to as Obj[]) {
-      const op = (to.operation ?? {}) as Obj;
-      for (const key of Object.keys(op)) expect(OPERATION_FIELDS.has(key), `${where}: unknown operation.${key}`).toBe(true);
-      for (const key of ['paths', 'notPaths', 'methods', 'notMethods', 'ports', 'notPorts', 'notHosts']) {
-        expect(op[key], `${where}: operation.${key} leaves requests of the protected hosts unprotected`).toBeUndefined();
-      }
-      if (op.hosts === undefined) everyHost = true;
-      else hosts.push(...(op.hosts as string[]));
-    }
-  }
-  for (const host of hosts) {
-    if (host.startsWith('*') || host.includes(':')) continue;
-    expect(hosts, `${where}: ${host} needs "${host}:*" for Host headers with a port (istio #44080)`).toContain(`${host}:*`);
-  }
-  return { provider: spec.provider.name, hosts: everyHost ? '*' : hosts };
-}
-
-// ---- one rendered install ------------------------------------------------------------------------------------------
-
-interface Install {
-  source: string;
-  objects: Obj[];
-  /** meshConfig providers that this install is documented to be used with. */
-  meshProviders: MeshProvider[];
-}
-
-interface ServiceConfig {
-  configMap: Obj;
-  config: Config;
-  raw: Obj;
-}
-
-function oidcConfigs(objs: Obj[], source: string): ServiceConfig[] {
-  return kindOf(objs, 'ConfigMap')
-    .filter((cm) => typeof cm.data?.['config.yaml'] === 'string')
-    .map((cm) => {
-      const text = cm.data['config.yaml'] as string;
-      return { configMap: cm, config: parseConfigText(text, `${source}: ConfigMap ${cm.metadata.name}`, fakeEnvironment), raw: parse(text) as Obj };
-    });
-}
-
-/** Every `{env: NAME}` and `{file: PATH}` secret reference in a raw config. */
-function secretRefs(value: unknown, out: { env: string[]; file: string[] } = { env: [], file: [] }) {
-  if (Array.isArray(value)) value.forEach((v) => secretRefs(v, out));
-  else if (value && typeof value === 'object') {
-    const o = value as Obj;
-    const keys = Object.keys(o);
-    if (keys.length === 1 && keys[0] === 'env' && typeof o.env === 'string') out.env.push(o.env);
-    else if (keys.length === 1 && keys[0] === 'file' && typeof o.file === 'string') out.file.push(o.file);
-    else Object.values(o).forEach((v) => secretRefs(v, out));
-  }
-  return out;
-}
-
-function checkInstall(install: Install): void {
-  const { source, objects } = install;
-  expect(objects.length, `${source}: rendered nothing`).toBeGreaterThan(0);
-  for (const obj of objects) validateSchema(obj, source);
-
-  // Secrets: none with values is ever rendered from the repository.
-  for (const secret of kindOf(objects, 'Secret')) {
-    expect({ ...secret.data, ...secret.stringData }, `${source}: Secret ${secret.metadata.name} carries literal data`).toEqual({});
-  }
-
-  const configs = oidcConfigs(objects, source);
-  expect(configs.length, `${source}: exactly one oidc-ext-authz config`).toBe(1);
-  const { configMap, config, raw } = configs[0]!;
-
-  const deployments = kindOf(objects, 'Deployment');
-  const mounts = (d: Obj) =>
-    (d.spec.template.spec.volumes as Obj[] | undefined)?.some((v) => v.configMap?.name === configMap.metadata.name) ?? false;
-  const deployment = deployments.find(mounts);
-  expect(deployment, `${source}: a Deployment mounts ConfigMap ${configMap.metadata.name}`).toBeDefined();
-  const pod = deployment!.spec.template.spec as Obj;
-  const container = (pod.containers as Obj[])[0]!;
-
-  // The config reaches the container where the image expects it.
-  const volume = (pod.volumes as Obj[]).find((v) => v.configMap?.name === configMap.metadata.name)!;
-  const mount = (container.volumeMounts as Obj[]).find((m) => m.name === volume.name);
-  expect(mount?.mountPath, `${source}: config mount`).toBe('/etc/oidc-ext-authz');
-  expect(container.args, `${source}: args`).toEqual(['serve', '--config', '/etc/oidc-ext-authz/config.yaml']);
-
-  // Every {env:} secret of the config is provided by a secretKeyRef; no {file:} without a mount.
-  const refs = secretRefs(raw);
-  const env = new Map((container.env as Obj[] | undefined)?.map((e) => [e.name as string, e]) ?? []);
-  for (const name of refs.env) {
-    expect(env.get(name)?.valueFrom?.secretKeyRef, `${source}: config needs env ${name} from a Secret`).toBeDefined();
-  }
-  // Literal values only for known runtime settings (never a secret): everything else must come from a Secret.
-  for (const name of env.keys()) {
-    if (LITERAL_ENV.has(name)) continue;
-    expect(env.get(name)!.value, `${source}: env ${name} has a literal value`).toBeUndefined();
-  }
-  expect(env.get('NODE_OPTIONS')?.value, `${source}: the V8 heap is capped (bench/README.md, memory)`).toMatch(/^--max-old-space-size=\d+$/);
-  expect(refs.file, `${source}: {file:} secrets need a mounted Secret`).toEqual([]);
-
-  // ServiceAccount token files for the Kubernetes issuer need the token mounted.
-  const saPath = '/var/run/secrets/kubernetes.io/serviceaccount/';
-  if (config.issuers.some((i) => i.tokenFile?.startsWith(saPath) || i.caFile?.startsWith(saPath))) {
-    expect(pod.automountServiceAccountToken, `${source}: issuer reads the pod's ServiceAccount token`).toBe(true);
-  }
-
-  // Ports: config -> container port names -> Service.
-  const containerPort = (name: string) => (container.ports as Obj[]).find((p) => p.name === name)?.containerPort as number | undefined;
-  expect(containerPort('grpc'), `${source}: container port grpc = server.grpc.port`).toBe(config.server.grpc.port);
-  expect(containerPort('http-admin'), `${source}: container port http-admin = server.admin.port`).toBe(config.server.admin.port);
-  expect(container.readinessProbe?.httpGet, `${source}: readiness`).toMatchObject({ path: '/readyz?exclude=issuers&exclude=providers&exclude=sessions', port: 'http-admin' });
-  expect(container.livenessProbe?.httpGet, `${source}: liveness`).toMatchObject({ path: '/healthz', port: 'http-admin' });
-
-  const service = kindOf(objects, 'Service').find((s) => (s.spec.ports as Obj[]).some((p) => p.targetPort === 'grpc'));
-  expect(service, `${source}: a Service targets the grpc port`).toBeDefined();
-  const selector = service!.spec.selector as Record<string, string>;
-  const podLabels = deployment!.spec.template.metadata.labels as Record<string, string>;
-  for (const [k, v] of Object.entries(selector)) expect(podLabels[k], `${source}: Service selector ${k}`).toBe(v);
-  const grpcPort = (service!.spec.ports as Obj[]).find((p) => p.targetPort === 'grpc')!;
-  expect(grpcPort.name, `${source}: gRPC Service port name (istio #50881)`).toBe('grpc');
-  expect(grpcPort.appProtocol, `${source}: gRPC Service port appProtocol (istio #50881)`).toBe('grpc');
-  expect((service!.spec.ports as Obj[]).find((p) => p.targetPort === 'http-admin')?.name).toBe('http-admin');
-  const serviceHost = `${service!.metadata.name}.${service!.metadata.namespace}.svc.cluster.local`;
-
-  // Security context: non-root, read-only root fs, no privilege escalation, no capabilities, seccomp.
-  for (const d of deployments) {
-    const p = d.spec.template.spec as Obj;
-    for (const c of p.containers as Obj[]) {
-      const sc = { ...p.securityContext, ...c.securityContext } as Obj;
-      const where = `${source}: ${d.metadata.name}/${c.name}`;
-      expect(sc.runAsNonRoot, `${where}: runAsNonRoot`).toBe(true);
-      expect(c.securityContext?.readOnlyRootFilesystem, `${where}: readOnlyRootFilesystem`).toBe(true);
-      expect(c.securityContext?.allowPrivilegeEscalation, `${where}: allowPrivilegeEscalation`).toBe(false);
-      expect(c.securityContext?.capabilities?.drop, `${where}: drop ALL`).toContain('ALL');
-      expect(sc.seccompProfile?.type, `${where}: seccomp`).toBe('RuntimeDefault');
-      expect(c.resources?.requests, `${where}: resource requests`).toBeDefined();
-      expect(c.resources?.limits?.memory, `${where}: memory limit`).toBeDefined();
-    }
-  }
-
-  // Availability: replicas, spread, PDB, and a grace period that covers the configured drain.
-  expect(deployment!.spec.replicas, `${source}: replicas`).toBeGreaterThanOrEqual(2);
-  expect(pod.topologySpreadConstraints?.length, `${source}: topologySpreadConstraints`).toBeGreaterThan(0);
-  expect(pod.terminationGracePeriodSeconds, `${source}: terminationGracePeriodSeconds > shutdown delay + grace`).toBeGreaterThan(
-    config.server.shutdownDelaySeconds + config.server.shutdownGraceSeconds,
-  );
-  const pdb = kindOf(objects, 'PodDisruptionBudget').find((b) =>
-    Object.entries(b.spec.selector.matchLabels as Record<string, string>).every(([k, v]) => podLabels[k] === v),
-  );
-  expect(pdb?.spec.minAvailable, `${source}: PodDisruptionBudget`).toBe(1);
-
-  // Istio: provider <-> Service, provider <-> policies, policies <-> the config's hosts.
-  expect(install.meshProviders.length, `${source}: meshConfig provider`).toBeGreaterThan(0);
-  for (const provider of install.meshProviders) {
-    expect(provider.service, `${source}: meshConfig provider ${provider.name} -> Service`).toBe(serviceHost);
-    expect(provider.port, `${source}: meshConfig provider ${provider.name} -> Service port`).toBe(grpcPort.port);
-    const slowest = Math.max(0, ...config.providers.map((p) => p.timeoutMs), ...config.issuers.map((i) => i.jwks.timeoutMs));
-    expect(slowest, `${source}: IdP/JWKS timeouts must be below the mesh timeout, so the service answers first`).toBeLessThan(provider.timeoutMs);
-  }
-  const providerNames = new Set(install.meshProviders.map((p) => p.name));
-  const policies = kindOf(objects, 'AuthorizationPolicy');
-  const routeHosts = hostsFromRoutes(config);
-  for (const policy of policies) {
-    const { provider, hosts } = checkCustomPolicy(policy, source);
-    expect(providerNames.has(provider), `${source}: policy provider "${provider}" is not in meshConfig (deny-all, istio #40944)`).toBe(true);
-    if (routeHosts.includes('*')) expect(hosts, `${source}: routes cover every host, so must the policy`).toBe('*');
-    else if (hosts !== '*') for (const h of policyHosts(routeHosts)) expect(hosts, `${source}: policy misses route host ${h}`).toContain(h);
-    for (const ref of (policy.spec.targetRefs ?? []) as Obj[]) {
-      expect(ref).toMatchObject({ group: 'gateway.networking.k8s.io', kind: 'Gateway' });
-      const gw = kindOf(objects, 'Gateway').find((g) => g.metadata.name === ref.name);
-      if (gw) expect(gw.metadata.namespace, `${source}: a policy attaches only to a Gateway in its namespace`).toBe(policy.metadata.namespace);
-    }
-  }
-}
-
-// ---- the meshConfig files ------------------------------------------------------------------------------------------
-
-function meshProvidersFromFiles(): MeshProvider[] {
-  const dir = join(root, 'deploy/overlays/istio/mesh-config');
-  const operatorFile = join(dir, 'istio-operator-patch.yaml');
-  const valuesFile = join(dir, 'istiod-values.yaml');
-  const operator = parse(readFileSync(operatorFile, 'utf8')) as Obj;
-  validateSchema(operator, operatorFile);
-  const values = parse(readFileSync(valuesFile, 'utf8')) as Obj;
-  const a = (operator.spec.meshConfig.extensionProviders as Obj[]).map((p) => checkMeshProvider(p, operatorFile));
-  const b = (values.meshConfig.extensionProviders as Obj[]).map((p) => checkMeshProvider(p, valuesFile));
-  expect(a, 'IstioOperator patch and istiod Helm values declare the same provider').toEqual(b);
-  expect(operator.spec.meshConfig.extensionProviders).toEqual(values.meshConfig.extensionProviders);
-  return a;
-}
-
-/** The meshConfig block that the chart's NOTES.txt prints. */
-function meshProvidersFromNotes(notes: string, source: string): MeshProvider[] {
-  const start = notes.indexOf('\nmeshConfig:');
-  expect(start, `${source}: NOTES.txt prints a meshConfig snippet`).toBeGreaterThan(-1);
-  const block = notes.slice(start + 1).split('\n\n')[0]!;
-  const snippet = parse(block) as Obj;
-  return (snippet.meshConfig.extensionProviders as Obj[]).map((p) => checkMeshProvider(p, `${source} NOTES.txt`));
-}
-
 // ---- tests ---------------------------------------------------------------------------------------------------------
 
-const overlays = readdirSync(join(root, 'deploy/overlays'), { withFileTypes: true })
-  .filter((d) => d.isDirectory())
-  .map((d) => d.name)
-  .sort();
+const overlays = OVERLAYS;
 
 describe('deploy tools', () => {
   it('kustomize and helm are available (CI and npm test fail without them; a file run alone skips)', (ctx) => {
@@ -394,8 +50,8 @@ describe.skipIf(!tools)('kustomize', () => {
 
   it.each(overlays)('deploy/overlays/%s renders, validates and is consistent', (overlay) => {
     const source = `deploy/overlays/${overlay}`;
-    const objects = parseManifests(run(tools!.kustomize, ['build', join(root, source)]), source);
-    checkInstall({ source, objects, meshProviders: meshProvidersFromFiles() });
+    const objects = renderKustomize(tools!, source);
+    checkInstall({ source, objects, meshProviders: meshProvidersFromFiles(), networkPolicy: true });
     if (overlay === 'redis') {
       const { config, raw } = oidcConfigs(objects, source)[0]!;
       const base = parse(readFileSync(join(root, 'deploy/base/config.yaml'), 'utf8')) as Obj;
@@ -432,27 +88,18 @@ describe.skipIf(!tools)('kustomize', () => {
   });
 
   it('the base renders on its own (no Istio objects, no Secret)', () => {
-    const objects = parseManifests(run(tools!.kustomize, ['build', join(root, 'deploy/base')]), 'deploy/base');
+    const objects = renderKustomize(tools!, 'deploy/base');
     for (const obj of objects) validateSchema(obj, 'deploy/base');
     expect(kindOf(objects, 'Secret')).toEqual([]);
+    // The NetworkPolicy is a component the overlays list, so it can be left out.
+    expect(kindOf(objects, 'NetworkPolicy')).toEqual([]);
     expect(oidcConfigs(objects, 'deploy/base')[0]!.config.session).toMatchObject({ store: 'cookie', secure: true });
   });
 });
 
 describe.skipIf(!tools)('helm chart', () => {
-  const chart = join(root, 'deploy/helm/oidc-ext-authz');
-  const variants: Record<string, string[]> = {
-    default: [],
-    'policy on a classic gateway': ['--set', 'authorizationPolicy.enabled=true'],
-    'policy on a Gateway API Gateway, all hosts': [
-      '--set', 'authorizationPolicy.enabled=true', '--set', 'authorizationPolicy.gatewayRef.name=app-gateway',
-      '--set', 'authorizationPolicy.namespace=istio-ingress', '--set', 'authorizationPolicy.hosts=null',
-      '--set-json', 'config.routes=[{"path":{"prefix":"/"},"action":"protect"}]',
-    ],
-    'redis sessions, two cookie keys': [
-      '--set', 'redis.enabled=true', '--set', 'redis.existingSecret.name=redis', '--set', 'existingSecret.cookieKeys.keys={cookie-key,cookie-key-old}',
-    ],
-  };
+  const chart = CHART;
+  const variants = HELM_VARIANTS;
 
   it('helm lint passes for every variant', () => {
     for (const args of Object.values(variants)) expect(run(tools!.helm, ['lint', '--strict', chart, ...args])).toMatch(/0 chart\(s\) failed/);
@@ -467,8 +114,8 @@ describe.skipIf(!tools)('helm chart', () => {
     const notes = out.slice(out.indexOf('\nNOTES:') + 1);
     const objects = parseManifests(manifest, source);
     const meshProviders = meshProvidersFromNotes(notes, source);
-    checkInstall({ source, objects, meshProviders });
-    expect(parseManifests(run(tools!.helm, ['template', 'authz', chart, '--namespace', 'authz-system', ...args]), source)).toEqual(objects);
+    checkInstall({ source, objects, meshProviders, networkPolicy: !args.includes('networkPolicy.enabled=false') });
+    expect(renderChart(tools!, args, source)).toEqual(objects);
     expect(meshProviders[0]!.service).toBe('authz-oidc-ext-authz.authz-system.svc.cluster.local');
     const { config } = oidcConfigs(objects, source)[0]!;
     if (name.startsWith('redis')) {
@@ -477,6 +124,56 @@ describe.skipIf(!tools)('helm chart', () => {
     }
     const policies = kindOf(objects, 'AuthorizationPolicy');
     expect(policies).toHaveLength(name.startsWith('policy') ? 1 : 0);
+    if (name.startsWith('every knob')) {
+      const d = kindOf(objects, 'Deployment')[0]!;
+      const c = d.spec.template.spec.containers[0];
+      expect(d.metadata).toMatchObject({ labels: { team: 'identity' }, annotations: { owner: 'identity' } });
+      expect(c.volumeMounts).toContainEqual({ name: 'idp-ca', mountPath: '/etc/idp-ca', readOnly: true });
+      expect(d.spec.template.spec.volumes).toContainEqual({ name: 'idp-ca', configMap: { name: 'authz-idp-ca' } });
+      expect(c.envFrom).toEqual([{ configMapRef: { name: 'authz-idp-ca', optional: true } }]);
+      expect(c.readinessProbe).toMatchObject({ periodSeconds: 3, httpGet: { port: 'http-admin' } });
+      expect(c.livenessProbe.failureThreshold).toBe(5);
+      expect(d.spec.template.spec.topologySpreadConstraints).toEqual([expect.objectContaining({ whenUnsatisfiable: 'DoNotSchedule' })]);
+      expect(d.spec.template.spec.imagePullSecrets).toEqual([{ name: 'registry' }]);
+      expect(kindOf(objects, 'HorizontalPodAutoscaler')[0]!.spec).toMatchObject({ minReplicas: 3, scaleTargetRef: { name: d.metadata.name } });
+      expect(kindOf(objects, 'ConfigMap').map((m) => m.metadata.name)).toContain('authz-idp-ca');
+    }
+  });
+
+  it.each([
+    [['--set', 'existingSecret.cookieKeys.name='], /existingSecret\.cookieKeys\.name is required/],
+    [['--set', 'existingSecret.clientSecret.name='], /existingSecret\.clientSecret\.name is required: config refers to \{env: OIDC_CLIENT_SECRET\}/],
+  ])('refuses to render without a Secret the pod needs (%j)', (args, message) => {
+    const r = spawnSync(tools!.helm, ['template', 'authz', chart, ...args], { encoding: 'utf8' });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(message);
+  });
+
+  it('renders without a client Secret for a public client, or when extraEnv provides it', () => {
+    const publicClient = [
+      '--set', 'existingSecret.clientSecret.name=',
+      '--set-json', 'config.providers=[{"name":"dex","issuer":"https://auth.example.com/dex","clientId":"cli","tokenEndpointAuthMethod":"none","timeoutMs":1500}]',
+    ];
+    expect(renderChart(tools!, publicClient, 'public client').some((o) => o.kind === 'Deployment')).toBe(true);
+    const fromExtraEnv = ['--set', 'existingSecret.clientSecret.name=', '--set-json', 'extraEnv=[{"name":"OIDC_CLIENT_SECRET","valueFrom":{"secretKeyRef":{"name":"idp","key":"secret"}}}]'];
+    expect(renderChart(tools!, fromExtraEnv, 'extraEnv').some((o) => o.kind === 'Deployment')).toBe(true);
+  });
+
+  it('existingConfigMap: the chart renders no config of its own and mounts that ConfigMap', () => {
+    const objects = renderChart(tools!, ['--set', 'existingConfigMap=my-config', '--set-json', 'networkPolicy.extraEgressPorts=[8443]'], 'existingConfigMap');
+    for (const obj of objects) validateSchema(obj, 'existingConfigMap');
+    expect(kindOf(objects, 'ConfigMap')).toEqual([]);
+    const pod = kindOf(objects, 'Deployment')[0]!.spec.template;
+    expect(pod.spec.volumes).toContainEqual({ name: 'config', configMap: { name: 'my-config' } });
+    expect(pod.metadata.annotations['checksum/config']).toBeUndefined();
+    const egress = kindOf(objects, 'NetworkPolicy')[0]!.spec.egress as Obj[];
+    expect(egress.flatMap((r) => (r.ports as Obj[]).map((p) => p.port))).toEqual([53, 53, 8443]);
+  });
+
+  it('refuses an autoscaler that may scale to one replica', () => {
+    const r = spawnSync(tools!.helm, ['template', 'authz', chart, '--set', 'autoscaling.enabled=true', '--set', 'autoscaling.minReplicas=1'], { encoding: 'utf8' });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/autoscaling\.minReplicas must be at least 2/);
   });
 
   it('refuses a grace period that does not cover the configured drain', () => {

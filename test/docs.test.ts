@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
@@ -6,6 +6,14 @@ import { parseConfig, parseConfigText } from '../src/config/load.js';
 import { configSchema } from '../src/config/schema.js';
 
 const root = join(import.meta.dirname, '..');
+
+/** Every .ts file under `dir`, recursively. */
+function sources(dir: string): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name);
+    return statSync(path).isDirectory() ? sources(path) : path.endsWith('.ts') ? [path] : [];
+  });
+}
 const KEY = Buffer.alloc(32, 1).toString('base64');
 
 /** Every leaf key of the schema as a dotted path, arrays written as `name[]`. */
@@ -127,5 +135,15 @@ describe('docs', () => {
         for (const title of m[2]!.slice(1, -1).split('", "')) expect(source.includes(title), `${m[1]} › ${title}`).toBe(true);
       }
     }
+  });
+
+  it('every `ext-authz-protocol.md N` cited in src/ and test/ names a section of docs/ext-authz-protocol.md', () => {
+    const doc = readFileSync(join(root, 'docs/ext-authz-protocol.md'), 'utf8');
+    const sections = new Set([...doc.matchAll(/^#{2,3} (\d+(?:\.\d+)?)\.? /gm)].map((m) => m[1]));
+    const cited = [...sources(join(root, 'src')), ...sources(join(root, 'test'))].flatMap((file) =>
+      [...readFileSync(file, 'utf8').matchAll(/ext-authz-protocol\.md (\d+(?:\.\d+)*)/g)].map((m) => ({ file, section: m[1] as string })),
+    );
+    expect(cited.length).toBeGreaterThan(2);
+    expect(cited.filter((c) => !sections.has(c.section))).toEqual([]);
   });
 });

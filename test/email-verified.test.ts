@@ -4,7 +4,10 @@ import { parseConfig } from '../src/config/load.js';
 import type { EchoedRequest } from '../src/emulator/echo-upstream.js';
 import { createLogger } from '../src/telemetry/logger.js';
 import { CheckClient, upstreamValue } from './support/check-client.js';
-import { TestBrowser, USERS, loginAt, startStack, until, type Stack } from './support/idp.js';
+import { TestBrowser, loginAt } from './support/browser.js';
+import { USERS } from './support/idp.js';
+import { until } from './support/polling.js';
+import { startStack, type Stack } from './support/stack.js';
 import { TestIssuer } from './support/issuer.js';
 
 // Issue 14: an email the IdP has not verified is never an identity, for bearer tokens and logins alike.

@@ -7,22 +7,23 @@ import { describe, expect, it } from 'vitest';
 /*
  * Imports point one way. A folder of src/ may import only folders of a lower layer (or itself); no file may reach
  * itself through its imports. One CheckRequest can then be followed from server/ down without an import that points
- * back up: server -> check (codec, ladder) -> token / session -> identity -> decision, config, telemetry. oidc/ sits
+ * back up: server -> check (codec, ladder) -> token / session -> identity, config -> decision, http, telemetry. oidc/ sits
  * above check/: it implements check's BrowserFlow port, and check/ never imports it.
  */
 const LAYERS: Readonly<Record<string, number>> = {
-  config: 0,
   telemetry: 0,
   decision: 0,
+  // The HTTP primitives (authority canonicaliser, IdP client) depend on nothing; config validates hosts with them.
   http: 0,
-  identity: 1,
-  session: 2,
-  token: 2,
-  check: 3,
-  oidc: 4,
-  server: 5,
-  emulator: 6,
-  '.': 7, // the wiring (app.ts), entry points and the public index
+  config: 1,
+  identity: 2,
+  session: 3,
+  token: 3,
+  check: 4,
+  oidc: 5,
+  server: 6,
+  emulator: 7,
+  '.': 8, // the wiring (app.ts), entry points and the public index
 };
 
 const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '../src');
@@ -111,7 +112,7 @@ describe('import layers of src/', () => {
       ['check/b.ts', ['check/a.ts']],
     ]);
     expect(layerViolations(bad, LAYERS)).toEqual([
-      'token/verify.ts -> check/reasons.ts (token is layer 2, check is layer 3)',
+      'token/verify.ts -> check/reasons.ts (token is layer 3, check is layer 4)',
       'newfolder/x.ts: folder newfolder has no layer',
     ]);
     expect(cycles(bad)).toEqual([['check/a.ts', 'check/b.ts', 'check/a.ts']]);

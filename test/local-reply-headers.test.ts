@@ -3,7 +3,10 @@ import { createApp, type App } from '../src/app.js';
 import { parseConfig } from '../src/config/load.js';
 import { createLogger } from '../src/telemetry/logger.js';
 import { CheckClient, type TestRequest, type TestResponse } from './support/check-client.js';
-import { NAVIGATE, TestBrowser, USERS, startStack, until, type Stack } from './support/idp.js';
+import { NAVIGATE, TestBrowser } from './support/browser.js';
+import { USERS } from './support/idp.js';
+import { until } from './support/polling.js';
+import { startStack, type Stack } from './support/stack.js';
 import { TestIssuer } from './support/issuer.js';
 
 // Issue 14: every reply the service answers itself (not the upstream's) carries the same three headers, whatever

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NAVIGATE, TestBrowser, isDeletion, loginAt, startStack, until, type Reply, type Stack } from './support/idp.js';
+import { NAVIGATE, TestBrowser, isDeletion, loginAt, type Reply } from './support/browser.js';
+import { until } from './support/polling.js';
+import { startStack, type Stack } from './support/stack.js';
 
 // Issue 14: a logout another site triggers (link, image, auto-submitted form) must not end the session; the user
 // confirms on our own page instead. Through the Envoy emulator, against the in-process OP.

@@ -12,7 +12,10 @@ import { LoginStateCookies } from '../src/session/login-state.js';
 import type { SessionStore } from '../src/session/types.js';
 import { createLogger } from '../src/telemetry/logger.js';
 import { Metrics } from '../src/telemetry/metrics.js';
-import { NAVIGATE, TestBrowser, freePort, loginAt, startStack, until, type Stack } from './support/idp.js';
+import { NAVIGATE, TestBrowser, loginAt } from './support/browser.js';
+import { until } from './support/polling.js';
+import { freePort } from './support/ports.js';
+import { startStack, type Stack } from './support/stack.js';
 import { startRedis, type TestRedis } from './support/redis.js';
 
 // The IdP ends a user's session and POSTs a logout token; a second replica (built here, sharing Redis) receives it

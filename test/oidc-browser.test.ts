@@ -2,57 +2,67 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startStack, until, type Stack } from './support/idp.js';
+import { ENVOY_VERSIONS } from '../src/emulator/gateway.js';
+import { until } from './support/polling.js';
+import { startStack, type Stack } from './support/stack.js';
+import { makeTestCa } from './support/test-ca.js';
 import { CHROMIUM, hasChromium } from './support/tools.js';
 
-// A real Chromium: its own cookie rules (SameSite, paths, Max-Age), Fetch Metadata headers and redirects.
-// Plain http, so the session cookie is not Secure here (Chromium refuses Secure cookies from http origins).
+// A real Chromium over https (HTTP/2 through the gateway's TLS listener): its own cookie rules (Secure, __Host-,
+// SameSite, paths, Max-Age), Fetch Metadata headers and redirects. It trusts the test CA's certificate by its public
+// key and nothing else. When tools are required (CI, npm test) a missing Chromium fails the file instead of skipping it.
 const available = hasChromium();
-let stack: Stack;
-let browser: Browser;
+const SESSION = '__Host-oidc_session';
 
-beforeAll(async () => {
-  if (!available) return;
-  stack = await startStack({ session: { secure: false } });
-  await until(() => stack.apps[0]!.ready());
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      `--host-resolver-rules=MAP app.example.test 127.0.0.1, MAP attacker.test 127.0.0.1`,
-      // Chromium sends Fetch Metadata (Sec-Fetch-*) only to trustworthy origins: make the plain-http app one, as https is.
-      `--unsafely-treat-insecure-origin-as-secure=${stack.base}`,
-      '--no-sandbox',
-    ],
+
+describe.skipIf(!available).each(ENVOY_VERSIONS)('in a real browser over https, Envoy %s', (envoyVersion) => {
+  let stack: Stack;
+  let browser: Browser;
+
+  beforeAll(async () => {
+    const ca = makeTestCa(['app.example.test']);
+    stack = await startStack({ tls: ca, envoyVersion });
+    await until(() => stack.apps[0]!.ready());
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--host-resolver-rules=MAP app.example.test 127.0.0.1, MAP attacker.test 127.0.0.1', `--ignore-certificate-errors-spki-list=${ca.spki}`, '--no-sandbox'],
+    });
   });
-});
 
-afterAll(async () => {
-  await browser?.close();
-  await stack?.close();
-});
+  afterAll(async () => {
+    await browser?.close();
+    await stack?.close();
+  });
 
-/** A new browser context signed in as alice, on the app's home page. */
-async function signedIn(): Promise<{ context: BrowserContext; page: Page }> {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  await page.goto(`${stack.base}/`);
-  await page.getByLabel('Username').fill('alice');
-  await page.getByLabel('Password').fill('alice-password');
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.waitForURL(`${stack.base}/`);
-  return { context, page };
-}
+  /** A new browser context signed in as alice, on the app's home page. */
+  async function signedIn(): Promise<{ context: BrowserContext; page: Page }> {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${stack.base}/`);
+    await page.getByLabel('Username').fill('alice');
+    await page.getByLabel('Password').fill('alice-password');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForURL(`${stack.base}/`);
+    return { context, page };
+  }
 
-describe.skipIf(!available)('in a real browser', () => {
   it('logs in on the IdP form, lands on the original URL, and fetch() keeps working with the session', async () => {
     const context = await browser.newContext();
     const page = await context.newPage();
+    const authorize = page.waitForRequest((r) => r.url().startsWith(stack.issuer) && r.url().includes('redirect_uri='));
     await page.goto(`${stack.base}/notebooks/?ns=alice`);
+    expect(new URL((await authorize).url()).searchParams.get('redirect_uri')).toBe(`${stack.base}/oauth2/callback`);
     await page.getByLabel('Username').fill('alice');
     await page.getByLabel('Password').fill('alice-password');
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.waitForURL(`${stack.base}/notebooks/?ns=alice`);
     await expect(page.locator('h1').textContent()).resolves.toBe('Signed in as oidc:alice@example.com');
+    expect(stack.base).toMatch(/^https:\/\/app\.example\.test:\d+$/);
+    // Runs in the page: the Navigation Timing entry says which protocol carried the document.
+    const protocol = await page.evaluate(() => (performance as unknown as { getEntriesByType(t: string): Array<{ nextHopProtocol: string }> }).getEntriesByType('navigation')[0]?.nextHopProtocol);
+    expect(protocol).toBe('h2');
+    const session = (await context.cookies()).find((c) => c.name === SESSION);
+    expect(session).toMatchObject({ secure: true, httpOnly: true, sameSite: 'Lax', path: '/' });
 
     const status = await page.evaluate(async () => (await fetch('/api/data', { headers: { accept: 'application/json' } })).status);
     expect(status).toBe(200);
@@ -106,18 +116,24 @@ describe.skipIf(!available)('in a real browser', () => {
     }
     await one.waitForURL(`${stack.base}/tab-one`);
     await two.waitForURL(`${stack.base}/tab-two?x=1`);
-    const names = (await context.cookies()).map((c) => c.name).filter((n) => n.startsWith('oidc_session'));
-    expect(names).toEqual(['oidc_session']);
+    const names = (await context.cookies()).map((c) => c.name).filter((n) => n.startsWith(SESSION));
+    expect(names).toEqual([SESSION]);
     await context.close();
   });
 
   it('logs out at the IdP too: the next visit shows the login form again', async () => {
-    const { context, page } = await signedIn();
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${stack.base}/`);
+    await page.getByLabel('Username').fill('alice');
+    await page.getByLabel('Password').fill('alice-password');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForURL(`${stack.base}/`);
     await page.getByRole('link', { name: 'Log out' }).click();
     // post_logout_redirect_uri (/signed-out) is protected, so the browser ends on the IdP's login form.
     await page.getByLabel('Username').waitFor();
     expect(new URL(page.url()).origin).toBe(stack.issuer);
-    expect((await context.cookies()).some((c) => c.name === 'oidc_session')).toBe(false);
+    expect((await context.cookies()).some((c) => c.name === SESSION)).toBe(false);
     await context.close();
   });
 
@@ -146,7 +162,7 @@ describe.skipIf(!available)('in a real browser', () => {
       await new Promise<void>((resolve) => (evil ? evil.close(() => resolve()) : resolve()));
     });
 
-    const hasSession = async (context: BrowserContext) => (await context.cookies()).some((c) => c.name === 'oidc_session');
+    const hasSession = async (context: BrowserContext) => (await context.cookies()).some((c) => c.name === SESSION);
 
     async function expectStillSignedIn(context: BrowserContext, page: Page): Promise<void> {
       expect(await hasSession(context)).toBe(true);

@@ -1,7 +1,10 @@
 import { SignJWT, UnsecuredJWT, decodeJwt, generateKeyPair, type JWTPayload } from 'jose';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { EchoedRequest } from '../src/emulator/echo-upstream.js';
-import { NAVIGATE, TestBrowser, cookieNames, isDeletion, startStack, until, type Reply, type Stack, type TestIdp } from './support/idp.js';
+import { NAVIGATE, TestBrowser, cookieNames, isDeletion, type Reply } from './support/browser.js';
+import { type TestIdp } from './support/idp.js';
+import { until } from './support/polling.js';
+import { startStack, type Stack } from './support/stack.js';
 
 // The real path: browser (by hand) -> Envoy emulator -> gRPC Check (createApp) -> echo upstream, against a real OP.
 const SESSION = '__Host-oidc_session';

@@ -5,7 +5,9 @@ import { SESSION_PURPOSE } from '../src/session/cookie-store.js';
 import { readChunked } from '../src/session/cookies.js';
 import { KeyRing } from '../src/session/key-ring.js';
 import type { SessionData } from '../src/session/types.js';
-import { NAVIGATE, TestBrowser, loginAt, startStack, until, type Stack } from './support/idp.js';
+import { NAVIGATE, TestBrowser, loginAt } from './support/browser.js';
+import { until } from './support/polling.js';
+import { startStack, type Stack } from './support/stack.js';
 
 // Issue 10: a session ended here never comes back through an old cookie, and its refresh token dies at the IdP.
 // The cookie store is the hard case (no server side): these run against it, with the in-process OpenID Provider,

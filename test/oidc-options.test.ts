@@ -1,6 +1,10 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import type { EchoedRequest } from '../src/emulator/echo-upstream.js';
-import { NAVIGATE, TestBrowser, USERS, freePort, isDeletion, loginAt, startStack, startTestIdp, until, type Stack, type TestIdp } from './support/idp.js';
+import { NAVIGATE, TestBrowser, isDeletion, loginAt } from './support/browser.js';
+import { USERS, startTestIdp, type TestIdp } from './support/idp.js';
+import { until } from './support/polling.js';
+import { freePort } from './support/ports.js';
+import { startStack, type Stack } from './support/stack.js';
 
 // Provider and session options, each on its own stack.
 const SESSION = '__Host-oidc_session';

@@ -1,7 +1,9 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startRedis } from './support/redis.js';
-import { NAVIGATE, TestBrowser, loginAt, startStack, until, type Stack } from './support/idp.js';
+import { NAVIGATE, TestBrowser, loginAt } from './support/browser.js';
+import { until } from './support/polling.js';
+import { startStack, type Stack } from './support/stack.js';
 
 // The IdP is down when the product starts, comes up later, then goes away again during a session.
 let stack: Stack;

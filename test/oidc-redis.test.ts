@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { NAVIGATE, TestBrowser, isDeletion, loginAt, startStack, until, type Reply, type Stack } from './support/idp.js';
+import { NAVIGATE, TestBrowser, isDeletion, loginAt, type Reply } from './support/browser.js';
+import { until } from './support/polling.js';
+import { startStack, type Stack } from './support/stack.js';
 import { startRedis, type TestRedis } from './support/redis.js';
 
 // Sessions in Redis, two product replicas behind their own gateways for the same host name.

@@ -408,15 +408,15 @@ describe('hand codec: CheckResponse', () => {
     expect(upstreamResponse(bare)).toEqual({ status: {}, ok_response: {} });
   });
 
-  it('deny: status code, HttpStatus, every header with append explicitly false, body', () => {
+  it('deny: status code, HttpStatus, append explicitly false except on Set-Cookie (unset: Envoy main adds each), body', () => {
     expect(upstreamResponse(encodeCheckResponse(denyValue))).toEqual({
       status: { code: 16 },
       denied_response: {
         status: { code: 302 },
         headers: [
           { header: { key: 'location', value: 'https://idp.example.com/auth?state=s' }, append: {} },
-          { header: { key: 'set-cookie', value: 'st=1' }, append: {} },
-          { header: { key: 'set-cookie', value: 'st2=2' }, append: {} },
+          { header: { key: 'set-cookie', value: 'st=1' } },
+          { header: { key: 'set-cookie', value: 'st2=2' } },
         ],
       },
     });
@@ -563,8 +563,8 @@ function expectedDecoded(value: CheckResponseValue): DecodedCheckResponse {
     const copy = (list: readonly HeaderOption[]) => list.map((h) => ({ ...h }));
     return { status: 0, ok: { headers: copy(headers), headersToRemove: [...headersToRemove], responseHeaders: copy(responseHeaders) } };
   }
-  // Denied headers are always sent with append false (see encodeCheckResponse).
-  const headers = value.headers.map((h) => ({ ...h, append: false }));
+  // Denied headers: Set-Cookie without `append`, every other header with append false (see appendBytes).
+  const headers = value.headers.map((h) => ({ ...h, append: h.key === 'set-cookie' ? undefined : false }));
   return { status: value.grpcCode, denied: { status: value.status, headers, body: value.body } };
 }
 

@@ -6,7 +6,9 @@ import type { EchoedRequest } from '../src/emulator/echo-upstream.js';
 import { createLogger } from '../src/telemetry/logger.js';
 import { BearerVerifier } from '../src/token/verify.js';
 import { CheckClient } from './support/check-client.js';
-import { TestBrowser, loginAt, startStack, until, type Stack } from './support/idp.js';
+import { TestBrowser, loginAt } from './support/browser.js';
+import { until } from './support/polling.js';
+import { startStack, type Stack } from './support/stack.js';
 import { TestIssuer } from './support/issuer.js';
 
 // The defaults of docs/security.md › "Security defaults" that no other test pins: each case runs on the schema's

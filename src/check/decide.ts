@@ -76,7 +76,7 @@ export class Decider {
   }
 
   private async http(req: HttpRequestView): Promise<Decision> {
-    const route = this.d.routes.match(req.host, req.path);
+    const route = this.d.routes.match(req.host, req.path, req.scheme);
 
     if (route.action === 'deny') return forbidden('route_denied');
 

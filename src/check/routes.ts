@@ -1,4 +1,5 @@
 import type { RouteConfig } from '../config/schema.js';
+import { canonicalAuthority, type CanonicalAuthority } from '../http/authority.js';
 
 /** A route with everything the hot path needs precomputed. */
 export interface CompiledRoute {
@@ -17,7 +18,7 @@ export interface CompiledRoute {
 
 interface Matcher {
   route: CompiledRoute;
-  host: (host: string) => boolean;
+  host: (authority: CanonicalAuthority | undefined) => boolean;
   path: (path: string) => boolean;
 }
 
@@ -38,6 +39,11 @@ const FALLBACK: CompiledRoute = Object.freeze({
  * The route table: first match wins. Matching uses the canonical path (query and fragment stripped, dot segments
  * resolved, `//` merged, `%2e` decoded). A path whose meaning depends on decoding (`%2f`, `%5c`, `\`, bad escapes,
  * NUL) can still match protect/api/deny routes but never a public one, so no encoding trick opens a protected path.
+ *
+ * Hosts use the same general rule: the `:authority` is canonicalised by `canonicalAuthority` (the one shared with the
+ * redirect guard), and one that is not a clean `host[:port]` never matches a public route, an exact host or a
+ * `*.example.com` pattern. It still falls under `*` rules of other actions, because `*` reads no host at all and a
+ * deny or restricted protect rule for every host must keep applying to it.
  */
 export class RouteTable {
   private readonly matchers: Matcher[];
@@ -50,13 +56,17 @@ export class RouteTable {
     }));
   }
 
-  /** The first route matching this `:authority` and raw `:path`. */
-  match(host: string, rawPath: string): CompiledRoute {
+  /**
+   * The first route matching this `:authority`, raw `:path` and `:scheme` (the scheme gives an authority without a
+   * port its default port, for patterns that name one).
+   */
+  match(host: string, rawPath: string, scheme = ''): CompiledRoute {
     const { path, ambiguous } = canonicalPath(rawPath);
-    const h = normalizeHost(host);
+    const authority = canonicalAuthority(host, scheme);
+    const unsure = ambiguous || authority === undefined;
     for (const m of this.matchers) {
-      if (ambiguous && m.route.action === 'public') continue;
-      if (m.host(h) && m.path(path)) return m.route;
+      if (unsure && m.route.action === 'public') continue;
+      if (m.host(authority) && m.path(path)) return m.route;
     }
     return FALLBACK;
   }
@@ -80,26 +90,25 @@ function compileRoute(r: RouteConfig, index: number): CompiledRoute {
   });
 }
 
-/** Lower-cased host; the port is dropped unless a pattern names one (see hostMatcher). */
-function normalizeHost(host: string): string {
-  return host.toLowerCase().replace(/\.$/, '');
-}
-
-function hostMatcher(patterns: readonly string[]): (host: string) => boolean {
+/**
+ * A pattern without a port matches its host on any port; one with a port matches only that port (explicit, or the
+ * scheme's default). Patterns are canonicalised like requests, so `App.Example.com.` and `app.example.com` are one.
+ */
+function hostMatcher(patterns: readonly string[]): (authority: CanonicalAuthority | undefined) => boolean {
   if (patterns.includes('*')) return () => true;
   const tests = patterns.map((p) => {
-    const withPort = /:\d+$/.test(p);
-    const strip = (h: string) => (withPort ? h : h.replace(/:\d+$/, ''));
-    if (p.startsWith('*.')) {
-      const suffix = p.slice(1);
-      return (h: string) => {
-        const x = strip(h);
-        return x.endsWith(suffix) && x.length > suffix.length;
-      };
+    const wildcard = p.startsWith('*.');
+    const pattern = canonicalAuthority(wildcard ? p.slice(2) : p);
+    // The schema refuses such patterns; a route built around it matches nothing rather than something unintended.
+    if (pattern === undefined) return () => false;
+    const portOk = (a: CanonicalAuthority) => pattern.port === '' || a.port === pattern.port;
+    if (wildcard) {
+      const suffix = `.${pattern.host}`;
+      return (a: CanonicalAuthority) => portOk(a) && a.host.endsWith(suffix) && a.host.length > suffix.length;
     }
-    return (h: string) => strip(h) === p;
+    return (a: CanonicalAuthority) => portOk(a) && a.host === pattern.host;
   });
-  return (h) => tests.some((t) => t(h));
+  return (a) => a !== undefined && tests.some((t) => t(a));
 }
 
 function pathMatcher(m: RouteConfig['path']): (path: string) => boolean {

@@ -1,12 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { configSchema, type Config, type SecretRef } from './schema.js';
+import { validateConfig, type ConfigIssue } from './validate.js';
 
-/** One problem in a configuration, addressed by its dotted path (`routes.2.path.regex`). */
-export interface ConfigIssue {
-  path: string;
-  message: string;
-}
+export type { ConfigIssue } from './validate.js';
 
 /** Thrown when a configuration cannot be used; `issues` lists every problem, not just the first. */
 export class ConfigError extends Error {
@@ -30,6 +27,15 @@ const processEnvironment: ConfigEnvironment = {
   readFile: (path) => readFileSync(path, 'utf8'),
 };
 
+/** How much of the validation to run; the defaults are what `check-config` and `serve` run. */
+export interface ParseOptions {
+  /**
+   * `false` skips the checks of files only the running server reads (CA bundles, token files, the TLS pair), for
+   * tools that only render the config elsewhere (`render istio` on a workstation has no in-pod CA). Default true.
+   */
+  runtimeFiles?: boolean;
+}
+
 /** The config path from `--config`, else `OIDC_EXT_AUTHZ_CONFIG`. */
 export function configPathFrom(flag: string | undefined, env: Record<string, string | undefined> = process.env): string {
   const path = flag ?? env.OIDC_EXT_AUTHZ_CONFIG;
@@ -38,18 +44,18 @@ export function configPathFrom(flag: string | undefined, env: Record<string, str
 }
 
 /** Reads, parses, validates and freezes a YAML (or JSON) config file. */
-export function loadConfigFile(path: string, environment: ConfigEnvironment = processEnvironment): Config {
+export function loadConfigFile(path: string, environment: ConfigEnvironment = processEnvironment, options: ParseOptions = {}): Config {
   let text: string;
   try {
     text = environment.readFile(path);
   } catch (err) {
     throw new ConfigError(path, [{ path: '', message: `cannot read file: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }]);
   }
-  return parseConfigText(text, path, environment);
+  return parseConfigText(text, path, environment, options);
 }
 
 /** Parses config text; YAML syntax errors are reported with line and column. */
-export function parseConfigText(text: string, source: string, environment: ConfigEnvironment = processEnvironment): Config {
+export function parseConfigText(text: string, source: string, environment: ConfigEnvironment = processEnvironment, options: ParseOptions = {}): Config {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(
@@ -57,11 +63,19 @@ export function parseConfigText(text: string, source: string, environment: Confi
       doc.errors.map((e) => ({ path: '', message: `YAML: ${e.message.split('\n')[0]}` })),
     );
   }
-  return parseConfig(doc.toJS() ?? {}, source, environment);
+  return parseConfig(doc.toJS() ?? {}, source, environment, options);
 }
 
-/** Validates a plain object against the schema, resolves secrets, cross-checks names and deep-freezes the result. */
-export function parseConfig(input: unknown, source = 'config', environment: ConfigEnvironment = processEnvironment): Config {
+/**
+ * The one validation, run by `check-config` and `serve` alike: the schema, then `validateConfig` (cross-references,
+ * files the server will read), then secrets resolved from env and files; the result is deep-frozen.
+ */
+export function parseConfig(
+  input: unknown,
+  source = 'config',
+  environment: ConfigEnvironment = processEnvironment,
+  options: ParseOptions = {},
+): Config {
   const parsed = configSchema.safeParse(input);
   if (!parsed.success) {
     throw new ConfigError(
@@ -70,52 +84,9 @@ export function parseConfig(input: unknown, source = 'config', environment: Conf
     );
   }
   const config = parsed.data;
-  const issues = [...crossCheck(config), ...resolveSecrets(config, environment)];
+  const issues = [...validateConfig(config, options.runtimeFiles === false ? undefined : environment), ...resolveSecrets(config, environment)];
   if (issues.length > 0) throw new ConfigError(source, issues);
   return deepFreeze(config);
-}
-
-function crossCheck(config: Config): ConfigIssue[] {
-  const issues: ConfigIssue[] = [];
-  const unique = (items: readonly { name: string }[], where: string) => {
-    const seen = new Set<string>();
-    items.forEach((item, i) => {
-      if (seen.has(item.name)) issues.push({ path: `${where}.${i}.name`, message: `duplicate name "${item.name}"` });
-      seen.add(item.name);
-    });
-  };
-  unique(config.issuers, 'issuers');
-  unique(config.providers, 'providers');
-  // `iss` picks the bearer issuer entry, so two entries for one issuer are ambiguous (serve used to exit 1 on it).
-  const firstWithIssuer = new Map<string, number>();
-  config.issuers.forEach((item, i) => {
-    const first = firstWithIssuer.get(item.issuer);
-    if (first === undefined) firstWithIssuer.set(item.issuer, i);
-    else issues.push({ path: `issuers.${i}.issuer`, message: `duplicate issuer "${item.issuer}" (issuers.${first} has it): one entry per issuer; a claims.user list serves people and service accounts` });
-  });
-
-  const issuerNames = new Set(config.issuers.map((i) => i.name));
-  const providerNames = new Set(config.providers.map((p) => p.name));
-  config.routes.forEach((route, i) => {
-    if (route.provider !== undefined && !providerNames.has(route.provider)) {
-      issues.push({ path: `routes.${i}.provider`, message: `unknown provider "${route.provider}"` });
-    }
-    route.issuers?.forEach((name, j) => {
-      if (!issuerNames.has(name)) issues.push({ path: `routes.${i}.issuers.${j}`, message: `unknown issuer "${name}"` });
-    });
-  });
-  if (config.providers.length > 0 && config.session === undefined) {
-    issues.push({ path: 'session', message: 'required when providers are configured (cookie keys for the login state)' });
-  }
-  if (config.session?.store === 'redis' && config.session.redis === undefined) {
-    issues.push({ path: 'session.redis', message: 'required when session.store is "redis"' });
-  }
-  config.providers.forEach((p, i) => {
-    if (p.tokenEndpointAuthMethod !== 'none' && p.clientSecret === undefined) {
-      issues.push({ path: `providers.${i}.clientSecret`, message: `required for ${p.tokenEndpointAuthMethod}` });
-    }
-  });
-  return issues;
 }
 
 /** Replaces every secret reference by `{ value }`, so the rest of the program never reads env or files. */

@@ -1,8 +1,11 @@
 import { z } from 'zod';
+import { canonicalAuthority } from '../http/authority.js';
 
 /**
  * The one configuration schema. Every key has a default here, `docs/configuration.md` documents it, and
- * `check-config` reports every problem with its dotted path. After parsing, the result is deep-frozen.
+ * `check-config` reports every problem with its dotted path. Each default is written once: nested objects use
+ * `.prefault()`, which feeds the default input through the inner schema, so inner defaults apply and every parse
+ * returns fresh objects. After parsing and `validateConfig`, the result is deep-frozen.
  */
 
 /** A secret never has to be inline: it can come from an env var or a mounted file (Kubernetes Secret). */
@@ -22,9 +25,13 @@ const httpHeaderName = z
 
 const absoluteUrl = z.url({ protocol: /^https?$/ });
 
+/** Lower-case ASCII, then the one host grammar route matching and the redirect guard use (`canonicalAuthority`). */
 const hostPattern = z
   .string()
-  .regex(/^(\*\.)?[a-z0-9.-]+(:\d+)?$|^\*$/, 'expected a host such as "app.example.com", "*.example.com" or "*"');
+  .regex(/^(\*\.)?[a-z0-9.-]+(:\d+)?$|^\*$/, 'expected a host such as "app.example.com", "*.example.com" or "*"')
+  .refine((p) => p === '*' || canonicalAuthority(p.startsWith('*.') ? p.slice(2) : p) !== undefined, {
+    message: 'expected DNS labels (a-z, 0-9, inner "-"), an optional trailing dot and an optional port up to 65535',
+  });
 
 const pathMatch = z
   .strictObject({
@@ -57,7 +64,7 @@ const allowRules = z.strictObject({
 const route = z.strictObject({
   name: z.string().min(1).optional(),
   hosts: z.array(hostPattern).min(1).default(['*']),
-  path: pathMatch.default({ prefix: '/' }),
+  path: pathMatch.prefault({ prefix: '/' }),
   /** protect: login or bearer; public: allow without identity; api: never redirect (401); deny: 403. Protect unless told. */
   action: z.enum(['protect', 'public', 'api', 'deny']).default('protect'),
   /** OIDC provider (by name) that logs browsers in on this route; default: the first provider. */
@@ -65,7 +72,7 @@ const route = z.strictObject({
   /** Bearer issuers (by name) accepted on this route; default: all. */
   issuers: z.array(z.string().min(1)).optional(),
   /** Any-of allow-lists; empty lists mean "any authenticated identity". */
-  allow: allowRules.default({ emailDomains: [], emails: [], groups: [] }),
+  allow: allowRules.prefault({}),
 });
 
 // ---- issue 10: real IdPs (token kinds, claim fallbacks, logout revocation) -------------------------------------
@@ -106,17 +113,6 @@ const claimMapping = z.strictObject({
   path: ['allowUnverifiedEmail'],
 });
 
-const claimMappingDefault = {
-  user: 'email',
-  email: 'email',
-  groups: 'groups',
-  preferredUsername: 'preferred_username',
-  userPrefix: '',
-  groupsPrefix: '',
-  requireEmailVerified: false,
-  allowUnverifiedEmail: false,
-};
-
 const asymmetricAlg = z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']);
 
 const bearerIssuer = z.strictObject({
@@ -129,7 +125,7 @@ const bearerIssuer = z.strictObject({
   audiences: z.array(z.string().min(1)).min(1),
   /** Asymmetric algorithms only: HMAC and `none` are never accepted for a JWKS issuer. */
   algorithms: z.array(asymmetricAlg).min(1).default(['RS256']),
-  claims: claimMapping.default(claimMappingDefault),
+  claims: claimMapping.prefault({}),
   /** If set, the JOSE `typ` header must be one of these (e.g. ["at+jwt"]) so ID tokens cannot pass as access tokens. */
   allowedTypes: z.array(z.string().min(1)).optional(),
   /** Clock skew between the IdP and us; capped because every second keeps an expired token alive longer. */
@@ -152,7 +148,7 @@ const bearerIssuer = z.strictObject({
       /** A hanging JWKS endpoint costs at most this long; the last good keys keep answering. */
       timeoutMs: z.number().int().min(100).max(60000).default(5000),
     })
-    .default({ maxAgeSeconds: 600, cooldownSeconds: 30, timeoutMs: 5000 }),
+    .prefault({}),
 });
 
 const provider = z.strictObject({
@@ -170,7 +166,7 @@ const provider = z.strictObject({
   callbackPath: z.string().startsWith('/').default('/oauth2/callback'),
   /** Read extra claims from the userinfo endpoint after login. */
   userinfo: z.boolean().default(false),
-  claims: claimMapping.default(claimMappingDefault),
+  claims: claimMapping.prefault({}),
   /** Extra authorization request parameters (e.g. { prompt: "login" }). */
   extraAuthParams: z.record(z.string(), z.string()).default({}),
   caFile: z.string().min(1).optional(),
@@ -189,7 +185,10 @@ const session = z.strictObject({
   store: z.enum(['cookie', 'redis']).default('cookie'),
   cookieName: z.string().regex(/^[A-Za-z0-9_-]+$/).default('oidc_session'),
   /** When set, cookies are scoped to this domain; otherwise the `__Host-` prefix pins them to the exact host. */
-  cookieDomain: z.string().min(1).optional(),
+  cookieDomain: z
+    .string()
+    .regex(/^[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?$/, 'expected a domain name such as "example.com"')
+    .optional(),
   /** Secure cookies are the default; only turn this off for plain-http local demos. */
   secure: z.boolean().default(true),
   /** AEAD key ring, newest first: encrypt with the first, decrypt with any. Each key is 32 bytes, base64 or hex. */
@@ -252,24 +251,19 @@ export const configSchema = z.strictObject({
           /** Extra worker processes sharing the port (0 = single process). */
           workers: z.number().int().min(0).max(64).default(0),
         })
-        .default({ host: '0.0.0.0', port: 9000, workers: 0 }),
+        .prefault({}),
       admin: z
         .strictObject({ host: z.string().min(1).default('0.0.0.0'), port: port.default(9090) })
-        .default({ host: '0.0.0.0', port: 9090 }),
+        .prefault({}),
       /** After SIGTERM: health says NOT_SERVING at once, in-flight checks get this long to finish. */
       shutdownGraceSeconds: seconds.max(600).default(15),
       /** Seconds between SIGTERM and closing the listener, so load balancers see NOT_SERVING first. */
       shutdownDelaySeconds: seconds.max(60).default(0),
     })
-    .default({
-      grpc: { host: '0.0.0.0', port: 9000, workers: 0 },
-      admin: { host: '0.0.0.0', port: 9090 },
-      shutdownGraceSeconds: 15,
-      shutdownDelaySeconds: 0,
-    }),
+    .prefault({}),
   log: z
     .strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') })
-    .default({ level: 'info' }),
+    .prefault({}),
   cache: z
     .strictObject({
       /** Bounded by entries and bytes: a flood of distinct tokens cannot grow memory. */
@@ -278,7 +272,7 @@ export const configSchema = z.strictObject({
       /** Bad tokens are remembered this long so a flood of the same garbage costs one verification. */
       negativeTtlSeconds: seconds.max(3600).default(10),
     })
-    .default({ maxEntries: 100_000, maxBytes: 64 * 1024 * 1024, negativeTtlSeconds: 10 }),
+    .prefault({}),
   decision: z
     .strictObject({
       /** Status of the local reply on an internal or infrastructure fault: explicit and retryable, never an allow. */
@@ -288,18 +282,13 @@ export const configSchema = z.strictObject({
       /** Let CORS preflights (OPTIONS + Origin + Access-Control-Request-Method) through without credentials. Off: none pass. */
       allowCorsPreflight: z.boolean().default(false),
     })
-    .default({ errorStatus: 503, tcp: 'deny', allowCorsPreflight: false }),
-  identity: identityHeaders.default({
-    userId: 'kubeflow-userid',
-    groups: 'kubeflow-groups',
-    authRequest: true,
-    forwardAuthorization: false,
-    extraStrip: [],
-  }),
+    .prefault({}),
+  identity: identityHeaders.prefault({}),
   issuers: z.array(bearerIssuer).default([]),
   providers: z.array(provider).default([]),
   session: session.optional(),
-  routes: z.array(route).default([{ hosts: ['*'], path: { prefix: '/' }, action: 'protect', allow: { emailDomains: [], emails: [], groups: [] } }]),
+  /** No routes configured: one catch-all protect route (every field at its default). */
+  routes: z.array(route).prefault([{}]),
 });
 
 /** The validated, defaulted and frozen configuration. */

@@ -1,19 +1,22 @@
 /**
  * Pure Envoy semantics used by the gateway emulator: Istio BASE path normalization, the CheckRequest Envoy builds,
- * and how Envoy 1.31-1.36 applies a CheckResponse. No I/O here, so every rule is testable on its own.
- * Sources: envoy source/common/chromium_url/url_canon_path.cc, http/utility.cc, conn_manager_utility.cc,
- * extensions/filters/common/ext_authz/{check_request_utils,ext_authz_grpc_impl}.cc, filters/http/ext_authz/ext_authz.cc.
+ * and how Envoy applies a CheckResponse, per modelled version (mutations.ts). No I/O here, so every rule is testable
+ * on its own. Sources: envoy source/common/chromium_url/url_canon_path.cc, http/utility.cc, conn_manager_utility.cc,
+ * extensions/filters/common/ext_authz/{check_request_utils,ext_authz_grpc_impl}.cc, filters/http/ext_authz/ext_authz.cc
+ * (docs/ext-authz-protocol.md names the versions read).
  */
+import {
+  applyMutations,
+  localReplyHeaders,
+  requestMutations,
+  responseMutations,
+  type EnvoyVersion,
+  type HeaderList,
+  type HeaderValueOption,
+  type Mutation,
+} from './mutations.js';
 
-/** Headers in wire order as Envoy's HeaderMap holds them: lower-case names, values as latin1 byte strings. */
-export type HeaderList = Array<[name: string, value: string]>;
-
-/** envoy.config.core.v3.HeaderValueOption as proto-loader decodes it (keepCase, defaults: false). */
-export interface HeaderValueOption {
-  header?: { key?: string; value?: string } | null;
-  append?: { value?: boolean } | null;
-  append_action?: number;
-}
+export * from './mutations.js';
 
 /** envoy.service.auth.v3.OkHttpResponse. */
 export interface OkHttpResponse {
@@ -31,11 +34,12 @@ export interface DeniedHttpResponse {
   body?: string;
 }
 
-/** envoy.service.auth.v3.CheckResponse; `error_response` (field 5) is unknown to Envoy <= 1.36 and ignored. */
+/** envoy.service.auth.v3.CheckResponse; `error_response` (field 5, Envoy 1.37+) is unknown to Envoy <= 1.36. */
 export interface CheckResponse {
   status?: { code?: number; message?: string } | null;
   ok_response?: OkHttpResponse | null;
   denied_response?: DeniedHttpResponse | null;
+  error_response?: DeniedHttpResponse | null;
 }
 
 /** A reply Envoy generates itself (sendLocalReply). */
@@ -45,18 +49,18 @@ export interface LocalReply {
   body: string;
 }
 
-/** Mutations Envoy saves on allow and applies to the upstream's response headers (encodeHeaders). */
-export interface ResponseMutations {
-  add: HeaderList;
-  set: HeaderList;
-  addIfAbsent: HeaderList;
-  overwriteIfExists: HeaderList;
-}
+/** Mutations Envoy saves on allow and applies, in this order, to the upstream's response headers (encodeHeaders). */
+export type ResponseMutations = Mutation[];
 
-/** The outcome of applying a CheckResponse to a request. */
+/**
+ * The outcome of applying a CheckResponse to a request. `error` is main's `error_response`: the filter's error path
+ * (failure_mode_allow forwards unmodified), replying with `reply` when not failing open; its status is 0 when the
+ * server left it unset, so the gateway uses status_on_error.
+ */
 export type Applied =
   | { kind: 'allow'; headers: HeaderList; path: string; response: ResponseMutations }
-  | { kind: 'deny'; reply: LocalReply };
+  | { kind: 'deny'; reply: LocalReply }
+  | { kind: 'error'; reply: LocalReply };
 
 /** Envoy's default limits (max_request_headers_kb 60, max_headers_count 100); pseudo-headers count. */
 export const MAX_HEADERS_COUNT = 100;
@@ -193,7 +197,8 @@ function socketAddress(a: { address: string; port: number }): unknown {
 
 /**
  * The CheckRequest Envoy's ext_authz HTTP filter sends under Istio (check_request_utils.cc): all headers in the
- * `headers` map with pseudo-headers as keys, repeated headers joined with "," (cookie with "; "), values
+ * `headers` map with pseudo-headers as keys, repeated entries joined with "," (cookie too: an HTTP/1 client's
+ * two Cookie lines arrive as "a=1,b=2"; HTTP/2 crumbs were already merged with "; " by the codec), values
  * sanitized to UTF-8, `x-envoy-auth-partial-body` from the client skipped. `size` is stream bytes received at
  * header time, which is 0 when the body is not buffered, so it is left off the wire like any proto3 zero.
  */
@@ -208,7 +213,7 @@ export function buildCheckRequest(input: CheckInput): unknown {
     if (name === 'x-envoy-auth-partial-body') continue;
     const v = sanitizeUtf8(value);
     const prev = map[name];
-    map[name] = prev === undefined ? v : `${prev}${name === 'cookie' ? '; ' : ','}${v}`;
+    map[name] = prev === undefined ? v : `${prev},${v}`;
   }
   const seconds = Math.floor(input.nowMs / 1000);
   return {
@@ -231,39 +236,23 @@ export function buildCheckRequest(input: CheckInput): unknown {
   };
 }
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
-const VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
-
-// Mutations the emulator cannot express: pseudo-headers and `host` (Envoy would edit :path/:authority; the product
-// must never send these), and names/values Node refuses to write.
-function usable(key: string, value: string): boolean {
-  return TOKEN.test(key) && key !== 'host' && VALUE.test(value);
-}
-
-function pairs(options: HeaderValueOption[] | undefined): Array<{ key: string; value: string; opt: HeaderValueOption }> {
-  return (options ?? []).map((opt) => ({ key: (opt.header?.key ?? '').toLowerCase(), value: opt.header?.value ?? '', opt }));
-}
-
-const removeAll = (headers: HeaderList, key: string): HeaderList => headers.filter(([n]) => n !== key);
-
 /**
- * ok_response mutations on the upstream request, in Envoy's order: set (`append` unset or false: replace every value),
- * append (`append` true: comma-join onto the first existing value, "; " for cookie; dropped when absent; append_action
- * ignored), headers_to_remove (never pseudo-headers or host), then query parameters.
+ * ok_response mutations on the upstream request: `headers` (per {@link requestMutations}), then headers_to_remove
+ * (never pseudo-headers or host), then query parameters.
+ * @throws {EmulatorLimitError} for a mutation the emulator cannot write.
  */
-export function applyRequestMutations(headers: HeaderList, path: string, ok: OkHttpResponse | undefined): { headers: HeaderList; path: string } {
-  let out: HeaderList = headers.map(([n, v]) => [n, v]);
-  if (!ok) return { headers: out, path };
-  const all = pairs(ok.headers).filter((h) => usable(h.key, h.value));
-  for (const h of all.filter((x) => x.opt.append?.value !== true)) out = [...removeAll(out, h.key), [h.key, h.value]];
-  for (const h of all.filter((x) => x.opt.append?.value === true)) {
-    const first = out.find(([n]) => n === h.key);
-    if (first) first[1] = `${first[1]}${h.key === 'cookie' ? '; ' : ','}${h.value}`;
-  }
+export function applyRequestMutations(
+  headers: HeaderList,
+  path: string,
+  ok: OkHttpResponse | undefined,
+  version: EnvoyVersion,
+): { headers: HeaderList; path: string } {
+  if (!ok) return { headers: headers.map(([n, v]) => [n, v]), path };
+  let out = applyMutations(headers, requestMutations(ok.headers, version));
   for (const raw of ok.headers_to_remove ?? []) {
     const key = raw.toLowerCase();
     if (key === '' || key.startsWith(':') || key === 'host') continue;
-    out = removeAll(out, key);
+    out = out.filter(([n]) => n !== key);
   }
   return { headers: out, path: applyQueryMutations(path, ok.query_parameters_to_set, ok.query_parameters_to_remove) };
 }
@@ -293,61 +282,40 @@ export function applyQueryMutations(path: string, toSet?: Array<{ key?: string; 
 }
 
 /**
- * response_headers_to_add split as Envoy does: `append` true => add a line, false => set; with `append` unset the
- * append_action decides (APPEND_IF_EXISTS_OR_ADD=0 adds, ADD_IF_ABSENT=1, OVERWRITE_IF_EXISTS_OR_ADD=2 sets,
- * OVERWRITE_IF_EXISTS=3).
+ * A local reply as Envoy's sendLocalReply builds it, with the denied headers of {@link localReplyHeaders}. A non-empty
+ * body gets content-length and text/plain unless a content-type was set; an empty body loses both.
+ * @throws {EmulatorLimitError} for a header the emulator cannot write.
  */
-export function responseMutations(ok: OkHttpResponse | undefined): ResponseMutations {
-  const m: ResponseMutations = { add: [], set: [], addIfAbsent: [], overwriteIfExists: [] };
-  for (const h of pairs(ok?.response_headers_to_add)) {
-    if (!usable(h.key, h.value)) continue;
-    const action = h.opt.append ? (h.opt.append.value === true ? 0 : 2) : (h.opt.append_action ?? 0);
-    const bucket = action === 1 ? m.addIfAbsent : action === 2 ? m.set : action === 3 ? m.overwriteIfExists : m.add;
-    bucket.push([h.key, h.value]);
-  }
-  return m;
-}
-
-/** Applies saved response mutations to the upstream's response headers: add, set, add-if-absent, overwrite-if-exists. */
-export function applyResponseMutations(headers: HeaderList, m: ResponseMutations): HeaderList {
-  let out: HeaderList = [...headers, ...m.add];
-  for (const [k, v] of m.set) out = [...removeAll(out, k), [k, v]];
-  for (const [k, v] of m.addIfAbsent) if (!out.some(([n]) => n === k)) out.push([k, v]);
-  for (const [k, v] of m.overwriteIfExists) if (out.some(([n]) => n === k)) out = [...removeAll(out, k), [k, v]];
-  return out;
-}
-
-/**
- * A local reply as Envoy's sendLocalReply builds it: denied headers with `append` true are lost (they go to
- * headers_to_append, which the deny path never reads); for the rest every key is removed, then every entry added.
- * A non-empty body gets content-length and text/plain unless a content-type was set; an empty body loses both.
- */
-export function localReply(status: number, body: string, options: HeaderValueOption[] = []): LocalReply {
-  const set = pairs(options).filter((h) => h.opt.append?.value !== true && usable(h.key, h.value));
-  let headers: HeaderList = [];
-  for (const h of set) headers = removeAll(headers, h.key);
-  for (const h of set) headers.push([h.key, h.value]);
-  headers = headers.filter(([n]) => n !== 'content-length');
-  if (body === '') headers = removeAll(headers, 'content-type');
+export function localReply(status: number, body: string, options: HeaderValueOption[] = [], version: EnvoyVersion = '1.36'): LocalReply {
+  let headers = localReplyHeaders(options, version).filter(([n]) => n !== 'content-length');
+  if (body === '') headers = headers.filter(([n]) => n !== 'content-type');
   else if (!headers.some(([n]) => n === 'content-type')) headers.push(['content-type', 'text/plain']);
   return { status, headers, body };
 }
 
 /**
- * Applies a CheckResponse the way Envoy 1.31-1.36 does. status missing or code 0 allows (an empty response allows);
- * any other code denies with denied_response (403 when its status is unset or 0). Request mutations that push the
- * request past Envoy's header limits become a 500, as in Envoy 1.36.
+ * Applies a CheckResponse the way the given Envoy version does. status missing or code 0 allows (an empty response
+ * allows); any other code denies with denied_response (403 when its status is unset or 0). On main an
+ * `error_response` takes the error path instead. Request mutations that push the request past Envoy's header limits
+ * become a 500, as since Envoy 1.36.
+ * @throws {EmulatorLimitError} for a mutation the emulator cannot write.
  */
-export function applyCheckResponse(request: { headers: HeaderList; path: string; authority?: string; method?: string }, res: CheckResponse): Applied {
+export function applyCheckResponse(
+  request: { headers: HeaderList; path: string; authority?: string; method?: string; scheme?: string },
+  res: CheckResponse,
+  version: EnvoyVersion = '1.36',
+): Applied {
   if ((res.status?.code ?? 0) === 0) {
     const ok = res.ok_response ?? undefined;
-    const { headers, path } = applyRequestMutations(request.headers, request.path, ok);
-    const pseudo = `:path${path}:authority${request.authority ?? ''}:method${request.method ?? ''}:schemehttp`.length;
+    const { headers, path } = applyRequestMutations(request.headers, request.path, ok, version);
+    const pseudo = `:path${path}:authority${request.authority ?? ''}:method${request.method ?? ''}:scheme${request.scheme ?? 'http'}`.length;
     const bytes = headers.reduce((n, [k, v]) => n + k.length + v.length, pseudo);
     if (headers.length + 4 > MAX_HEADERS_COUNT || bytes > MAX_HEADERS_BYTES) return { kind: 'deny', reply: localReply(500, '') };
-    return { kind: 'allow', headers, path, response: responseMutations(ok) };
+    return { kind: 'allow', headers, path, response: responseMutations(ok?.response_headers_to_add, version) };
   }
+  const error = version === 'main' ? (res.error_response ?? undefined) : undefined;
+  if (error) return { kind: 'error', reply: localReply(error.status?.code ?? 0, error.body ?? '', error.headers, version) };
   const denied = res.denied_response ?? undefined;
   const code = denied?.status?.code ?? 0;
-  return { kind: 'deny', reply: localReply(code > 0 ? code : 403, denied?.body ?? '', denied?.headers) };
+  return { kind: 'deny', reply: localReply(code > 0 ? code : 403, denied?.body ?? '', denied?.headers, version) };
 }

@@ -1,16 +1,22 @@
-import { randomBytes, randomUUID } from 'node:crypto';
-import { Agent, STATUS_CODES, createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { Agent, STATUS_CODES, createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttp2Server, type Http2ServerResponse } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { Metadata, credentials, type CallOptions, type Client, type ClientUnaryCall, type ServiceError } from '@grpc/grpc-js';
 import { loadProtos } from '../server/reflection.js';
+import { compileCustomPolicy, type CustomPolicy } from './custom-policy.js';
+import { prepare, toList, type DownstreamRequest, type Prepared } from './downstream.js';
 import {
+  EmulatorLimitError,
   applyCheckResponse,
-  applyResponseMutations,
+  applyMutations,
   buildCheckRequest,
   localReply,
-  normalizePath,
+  parseEnvoyVersion,
   type CheckResponse,
+  type EnvoyVersion,
   type HeaderList,
   type LocalReply,
   type ResponseMutations,
@@ -18,6 +24,7 @@ import {
 import { listen } from './listen.js';
 
 export * from './envoy.js';
+export { compileCustomPolicy, type CustomOperation, type CustomPolicy } from './custom-policy.js';
 
 /** Options of the emulated Istio ingress gateway (Envoy with the `envoyExtAuthzGrpc` provider). */
 export interface GatewayOptions {
@@ -37,13 +44,23 @@ export interface GatewayOptions {
   statusOnError?: number;
   /** Istio meshConfig pathNormalization; default BASE (see {@link normalizePath}). */
   pathNormalization?: 'BASE' | 'NONE';
+  /** Which Envoy's semantics to follow; default the `EMULATOR_ENVOY` environment variable, else `1.36`. */
+  envoyVersion?: EnvoyVersion;
+  /** Serve TLS with this key and certificate (PEM): HTTP/2 for clients that offer h2 (ALPN), else HTTP/1.1. */
+  tls?: { key: string | Buffer; cert: string | Buffer };
+  /** Call Check only for requests this CUSTOM policy matches, as Istio does; default: every request. */
+  customPolicy?: CustomPolicy;
 }
 
 /** A running gateway. */
 export interface Gateway {
-  /** http://host:port */
+  /** http://host:port, or https:// with `tls`. */
   url: string;
   port: number;
+  /** The Envoy semantics this gateway follows. */
+  envoyVersion: EnvoyVersion;
+  /** CheckResponse mutations the emulator could not write (each answered 502); a test should expect none. */
+  errors: readonly string[];
   /** Stops listening, drops open connections (including upgraded ones) and closes the gRPC channel. */
   close(): Promise<void>;
 }
@@ -54,76 +71,37 @@ type AuthorizationClient = Client & {
 
 type AuthorizationCtor = new (address: string, creds: ReturnType<typeof credentials.createInsecure>) => AuthorizationClient;
 
+type DownstreamResponse = ServerResponse | Http2ServerResponse;
+
 // proto-loader's standard codec over proto/, not the server's hand-written one, so a codec bug there is not mirrored here.
 function newClient(address: string): AuthorizationClient {
   const pkg = loadProtos() as { envoy: { service: { auth: { v3: { Authorization: AuthorizationCtor } } } } };
   return new pkg.envoy.service.auth.v3.Authorization(address, credentials.createInsecure());
 }
 
-// Hop-by-hop headers Envoy's connection manager strips before any filter (conn_manager_utility.cc); Connection and
-// Upgrade survive on upgrade requests. `x-envoy-internal` is dropped because every client is treated as external.
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'x-envoy-internal']);
 const RESPONSE_HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
 
-function toList(raw: string[], drop: Set<string>): HeaderList {
-  const out: HeaderList = [];
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = (raw[i] as string).toLowerCase();
-    if (!drop.has(name)) out.push([name, raw[i + 1] as string]);
-  }
-  return out;
-}
-
 const flat = (headers: HeaderList): string[] => headers.flat();
-
-/** What Envoy's HTTP/1 codec and connection manager make of a request before ext_authz sees it. */
-interface Prepared {
-  authority: string;
-  path: string;
-  headers: HeaderList;
-}
-
-function prepare(req: IncomingMessage, upgrade: boolean, mode: 'BASE' | 'NONE'): Prepared | LocalReply {
-  if (req.httpVersion !== '1.1') return localReply(426, ''); // Istio leaves accept_http_10 off
-  if (req.rawHeaders.length / 2 > 100) return localReply(431, '');
-  let target = req.url ?? '/';
-  let authority = req.headers.host ?? '';
-  const absolute = /^https?:\/\/([^/?#]*)(.*)$/i.exec(target);
-  if (absolute) {
-    authority = absolute[1] as string;
-    target = absolute[2] || '/';
-  }
-  if (!target.startsWith('/')) return localReply(400, '');
-  const path = normalizePath(target, mode);
-  if (path === undefined) return localReply(400, '');
-  const drop = new Set(HOP_BY_HOP);
-  drop.add('host');
-  if (upgrade) {
-    drop.delete('connection');
-    drop.delete('upgrade');
-  }
-  let headers = toList(req.rawHeaders, drop).filter(([n, v]) => !(n === 'expect' && v.toLowerCase() === '100-continue'));
-  const te = headers.find(([n]) => n === 'te');
-  headers = headers.filter(([n]) => n !== 'te');
-  if (te && /(^|,)\s*trailers\s*(,|;|$)/i.test(te[1])) headers.push(['te', 'trailers']);
-  // use_remote_address: true (Istio gateways): append the peer to XFF, overwrite XFP, new x-request-id for edge requests.
-  const peer = req.socket.remoteAddress ?? '';
-  const xff = headers.find(([n]) => n === 'x-forwarded-for');
-  if (xff) xff[1] = `${xff[1]},${peer}`;
-  else headers.push(['x-forwarded-for', peer]);
-  headers = headers.filter(([n]) => n !== 'x-forwarded-proto' && n !== 'x-request-id');
-  headers.push(['x-forwarded-proto', 'http'], ['x-request-id', randomUUID()]);
-  return { authority, path, headers };
-}
 
 function reason(status: number): string {
   return STATUS_CODES[status] ?? 'Unknown';
 }
 
-function sendLocal(res: ServerResponse, reply: LocalReply): void {
+// HTTP/2 has no reason phrase (Node warns when given one); repeated names become one array, still one field each.
+function writeHead(res: DownstreamResponse, status: number, headers: HeaderList): void {
+  if (!('stream' in res)) {
+    res.writeHead(status, reason(status), flat(headers));
+    return;
+  }
+  const fields: Record<string, string[]> = {};
+  for (const [k, v] of headers) (fields[k] ??= []).push(v);
+  res.writeHead(status, fields);
+}
+
+function sendLocal(res: DownstreamResponse, reply: LocalReply): void {
   const body = Buffer.from(reply.body, 'utf8');
   const status = reply.status >= 200 && reply.status <= 999 ? reply.status : 500; // Node cannot write other codes
-  res.writeHead(status, reason(status), flat([...reply.headers, ['content-length', String(body.length)], ['server', 'istio-envoy']]));
+  writeHead(res, status, [...reply.headers, ['content-length', String(body.length)], ['server', 'istio-envoy']]);
   res.end(body);
 }
 
@@ -146,84 +124,102 @@ function responseHeaders(raw: string[], started: number, m: ResponseMutations, k
   }
   const headers = toList(raw, drop).filter(([n]) => n !== 'server');
   headers.push(['x-envoy-upstream-service-time', String(Date.now() - started)], ['server', 'istio-envoy']);
-  return applyResponseMutations(headers, m);
+  return applyMutations(headers, m);
 }
 
 const UPSTREAM_RESET = 'upstream connect error or disconnect/reset before headers. reset reason: connection failure';
 
+// Envoy's default max_request_headers_kb is 60; Node answers 431 past maxHeaderSize as Envoy does.
+const MAX_HEADER_BYTES = 60 * 1024;
+
 /**
  * Starts the emulated gateway: every request (and every WebSocket upgrade) is checked over gRPC like Envoy's
- * ext_authz HTTP filter under Istio, then forwarded to `upstream`, denied with a local reply, or handled per
- * failOpen / statusOnError when Check fails or times out.
+ * ext_authz HTTP filter under Istio (only those `customPolicy` matches, when given), then forwarded to `upstream`,
+ * denied with a local reply, or handled per failOpen / statusOnError when Check fails or times out.
+ * @throws {TypeError} when `envoyVersion` is not given and `EMULATOR_ENVOY` names no modelled version.
  */
 export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
+  const version = opts.envoyVersion ?? parseEnvoyVersion(process.env.EMULATOR_ENVOY);
+  const checked = opts.customPolicy ? compileCustomPolicy(opts.customPolicy) : () => true;
   const upstream = new URL(opts.upstream);
   const timeoutMs = opts.timeoutMs ?? 2000;
   const mode = opts.pathNormalization ?? 'BASE';
+  const secure = opts.tls !== undefined;
   const client = newClient(opts.authzAddress);
   const agent = new Agent({ keepAlive: true });
+  const errors: string[] = [];
   // Upstream halves of upgraded connections; the downstream ones are closed by listen().
   const sockets = new Set<Duplex>();
 
   type Outcome = { kind: 'forward'; headers: HeaderList; path: string; response: ResponseMutations } | { kind: 'reply'; reply: LocalReply };
 
+  const unmodified = (p: Prepared): Outcome => ({ kind: 'forward', headers: p.headers, path: p.path, response: [] });
+
+  /** The filter's error path: failOpen forwards unmodified, else `reply` (status 0 = unset) with statusOnError. */
+  function errorPath(p: Prepared, reply: LocalReply = localReply(0, '')): Outcome {
+    if (opts.failOpen) return unmodified(p);
+    return { kind: 'reply', reply: { ...reply, status: reply.status || (opts.statusOnError ?? 403) } };
+  }
+
+  function outcome(p: Prepared, res: CheckResponse): Outcome {
+    try {
+      const applied = applyCheckResponse(p, res, version);
+      if (applied.kind === 'allow') return { ...applied, kind: 'forward' };
+      return applied.kind === 'deny' ? { kind: 'reply', reply: applied.reply } : errorPath(p, applied.reply);
+    } catch (err) {
+      if (!(err instanceof EmulatorLimitError)) throw err;
+      errors.push(err.message);
+      return { kind: 'reply', reply: { status: 502, headers: [['x-emulator-error', 'unexpressible mutation']], body: `${err.message}\n` } };
+    }
+  }
+
   /** One Check call; resolves to what Envoy would do next. `onAbort` lets a vanished client cancel the call. */
-  function authorize(req: IncomingMessage, p: Prepared, onAbort: (cancel: () => void) => void): Promise<Outcome> {
+  function authorize(req: DownstreamRequest, p: Prepared, onAbort: (cancel: () => void) => void): Promise<Outcome> {
+    if (!checked({ authority: p.authority, path: p.path, method: p.method })) return Promise.resolve(unmodified(p));
     const local = req.socket.address() as AddressInfo;
     const checkRequest = buildCheckRequest({
       id: randomBytes(8).readBigUInt64BE().toString(),
-      method: req.method ?? 'GET',
-      authority: p.authority,
-      path: p.path,
-      scheme: 'http',
-      protocol: 'HTTP/1.1',
-      headers: p.headers,
+      ...p,
       source: { address: req.socket.remoteAddress ?? '', port: req.socket.remotePort ?? 0 },
       destination: { address: local.address, port: local.port },
       nowMs: Date.now(),
     });
-    const unmodified: Outcome = { kind: 'forward', headers: p.headers, path: p.path, response: { add: [], set: [], addIfAbsent: [], overwriteIfExists: [] } };
     return new Promise((resolve) => {
       const call = client.Check(checkRequest, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
-        if (err || !res) {
-          resolve(opts.failOpen ? unmodified : { kind: 'reply', reply: localReply(opts.statusOnError ?? 403, '') });
-          return;
-        }
-        const applied = applyCheckResponse({ headers: p.headers, path: p.path, authority: p.authority, method: req.method ?? 'GET' }, res);
-        resolve(applied.kind === 'allow' ? { ...applied, kind: 'forward' } : { kind: 'reply', reply: applied.reply });
+        resolve(err || !res ? errorPath(p) : outcome(p, res));
       });
       onAbort(() => call.cancel());
     });
   }
 
-  function upstreamRequest(req: IncomingMessage, o: Extract<Outcome, { kind: 'forward' }>, authority: string) {
+  function upstreamRequest(p: Prepared, o: Extract<Outcome, { kind: 'forward' }>) {
     return httpRequest({
       protocol: 'http:',
       hostname: upstream.hostname,
       port: upstream.port || 80,
-      method: req.method ?? 'GET',
+      method: p.method,
       path: o.path,
-      headers: flat([['host', authority], ...o.headers]),
+      headers: flat([['host', p.authority], ...o.headers]),
       agent,
     });
   }
 
-  async function onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const p = prepare(req, false, mode);
+  async function onRequest(req: DownstreamRequest, res: DownstreamResponse): Promise<void> {
+    const p = prepare(req, secure, false, mode);
     if ('status' in p) return sendLocal(res, p);
     let done = false;
-    const outcome = await authorize(req, p, (cancel) => res.once('close', () => !done && cancel()));
+    const o = await authorize(req, p, (cancel) => res.once('close', () => !done && cancel()));
     done = true;
     if (res.destroyed) return;
-    if (outcome.kind === 'reply') {
+    if (o.kind === 'reply') {
       req.resume();
-      return sendLocal(res, outcome.reply);
+      return sendLocal(res, o.reply);
     }
     const started = Date.now();
-    const up = upstreamRequest(req, outcome, p.authority);
+    const up = upstreamRequest(p, o);
     up.on('response', (ur) => {
       const status = ur.statusCode ?? 502;
-      res.writeHead(status, reason(status), flat(responseHeaders(ur.rawHeaders, started, outcome.response, false)));
+      writeHead(res, status, responseHeaders(ur.rawHeaders, started, o.response, false));
       ur.pipe(res);
     });
     up.on('error', () => {
@@ -231,7 +227,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       else sendLocal(res, localReply(503, UPSTREAM_RESET));
     });
     res.on('close', () => {
-      if (!res.writableFinished) up.destroy();
+      if (!res.writableEnded) up.destroy();
     });
     req.pipe(up);
   }
@@ -240,18 +236,18 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     socket.on('error', () => socket.destroy());
     // Istio configures only the websocket upgrade; Envoy refuses any other with 403 upgrade_failed.
     if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return sendLocalRaw(socket, localReply(403, ''));
-    const p = prepare(req, true, mode);
+    const p = prepare(req, secure, true, mode);
     if ('status' in p) return sendLocalRaw(socket, p);
     let done = false;
-    const outcome = await authorize(req, p, (cancel) => socket.once('close', () => !done && cancel()));
+    const o = await authorize(req, p, (cancel) => socket.once('close', () => !done && cancel()));
     done = true;
     if (socket.destroyed) return;
-    if (outcome.kind === 'reply') return sendLocalRaw(socket, outcome.reply);
+    if (o.kind === 'reply') return sendLocalRaw(socket, o.reply);
     const started = Date.now();
-    const up = upstreamRequest(req, outcome, p.authority);
+    const up = upstreamRequest(p, o);
     up.on('upgrade', (ur, upSocket, upHead) => {
       sockets.add(upSocket);
-      const headers = responseHeaders(ur.rawHeaders, started, outcome.response, true);
+      const headers = responseHeaders(ur.rawHeaders, started, o.response, true);
       const lines = headers.map(([k, v]) => `${k}: ${v}\r\n`).join('');
       socket.write(Buffer.from(`HTTP/1.1 101 ${ur.statusMessage || 'Switching Protocols'}\r\n${lines}\r\n`, 'latin1'));
       if (upHead.length) socket.write(upHead);
@@ -269,7 +265,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       ur.on('data', (c: Buffer) => chunks.push(c));
       ur.on('end', () => {
         const body = Buffer.concat(chunks);
-        const headers = responseHeaders(ur.rawHeaders, started, outcome.response, false).filter(([n]) => n !== 'content-length');
+        const headers = responseHeaders(ur.rawHeaders, started, o.response, false).filter(([n]) => n !== 'content-length');
         writeRaw(socket, ur.statusCode ?? 502, [...headers, ['content-length', String(body.length)], ['connection', 'close']], body);
       });
     });
@@ -277,17 +273,29 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     up.end();
   }
 
-  // Envoy's default max_request_headers_kb is 60; Node answers 431 past maxHeaderSize as Envoy does.
-  const server = createServer({ maxHeaderSize: 60 * 1024 }, (req, res) => {
+  const http1: Server = createServer({ maxHeaderSize: MAX_HEADER_BYTES }, (req, res) => {
     onRequest(req, res).catch(() => res.destroy());
   });
-  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+  http1.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     onUpgrade(req, socket, head).catch(() => socket.destroy());
   });
-  const listening = await listen(server, opts.host ?? '127.0.0.1', opts.port ?? 0);
+  let front = http1 as Server | ReturnType<typeof createTlsServer>;
+  if (opts.tls) {
+    // One TLS listener, dispatched on ALPN like Envoy's codec auto-detection: h2 to an HTTP/2 server, the rest to
+    // the HTTP/1.1 server (which keeps the 60 KiB header limit and WebSocket upgrades).
+    const http2 = createHttp2Server({ maxHeaderListPairs: 128 }, (req, res) => {
+      onRequest(req, res).catch(() => res.destroy());
+    });
+    front = createTlsServer({ key: opts.tls.key, cert: opts.tls.cert, ALPNProtocols: ['h2', 'http/1.1'] }, (s: TLSSocket) => {
+      (s.alpnProtocol === 'h2' ? http2 : http1).emit('connection', s);
+    });
+  }
+  const listening = await listen(front, opts.host ?? '127.0.0.1', opts.port ?? 0, secure ? 'https' : 'http');
   return {
     url: listening.url,
     port: listening.port,
+    envoyVersion: version,
+    errors,
     close: async () => {
       for (const s of sockets) s.destroy();
       agent.destroy();

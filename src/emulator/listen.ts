@@ -1,5 +1,4 @@
-import type { Server } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo, Server, Socket } from 'node:net';
 
 /** A listening server that closes with every connection it ever accepted. */
 export interface Listening {
@@ -9,8 +8,11 @@ export interface Listening {
   close(): Promise<void>;
 }
 
-/** Listens on host:port (port 0: any free one) and tracks connections so close() never waits on idle keep-alives. */
-export async function listen(server: Server, host: string, port: number): Promise<Listening> {
+/**
+ * Listens on host:port (port 0: any free one) and tracks connections so close() never waits on idle keep-alives.
+ * `scheme` only names the URL (https for a TLS server).
+ */
+export async function listen(server: Server, host: string, port: number, scheme: 'http' | 'https' = 'http'): Promise<Listening> {
   const sockets = new Set<Socket>();
   server.on('connection', (s: Socket) => {
     sockets.add(s);
@@ -22,7 +24,7 @@ export async function listen(server: Server, host: string, port: number): Promis
   });
   const address = server.address() as AddressInfo;
   return {
-    url: `http://${address.address.includes(':') ? `[${address.address}]` : address.address}:${address.port}`,
+    url: `${scheme}://${address.address.includes(':') ? `[${address.address}]` : address.address}:${address.port}`,
     port: address.port,
     close: () =>
       new Promise<void>((resolve) => {

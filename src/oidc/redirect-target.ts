@@ -1,10 +1,10 @@
 import type { HttpRequestView } from '../check/types.js';
+import { canonicalAuthority, defaultPort, formatAuthority, type CanonicalAuthority } from '../http/authority.js';
 
 const MAX_TARGET_LENGTH = 4096;
 /** Visible ASCII only: no space, no control, no raw non-ASCII (browsers percent-encode those). */
 const VISIBLE_ASCII = /^[\x21-\x7e]*$/;
 const CONTROL = /[\x00-\x1f\x7f]/;
-const AUTHORITY = /^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])(?::\d{1,5})?$/;
 
 /**
  * Every place a browser is sent back to our side (after login, after logout) goes through here, so the product is
@@ -13,36 +13,36 @@ const AUTHORITY = /^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*
  *
  * Allowed: the request's own origin (same scheme, host and port), or a host of `session.allowedRedirectHosts`
  * (exact, or `*.example.com` on a dot boundary; the port must be the one the pattern names, or the scheme default when
- * it names none). Anything odd falls back to `<origin>/`: backslashes, whitespace or control characters (raw or
+ * it names none). Hosts are compared in `canonicalAuthority` form (the one route matching uses: case, one trailing dot
+ * and default ports aside), and an accepted target is returned in that form. Anything odd falls back to `<origin>/`: backslashes, whitespace or control characters (raw or
  * percent-encoded), a path starting with `//` (raw or encoded), userinfo (`a@b`), schemes other than http and https.
  */
 export class RedirectGuard {
-  private readonly exact = new Set<string>();
+  /** Pattern port `''` means the target scheme's default port. */
+  private readonly exact: CanonicalAuthority[] = [];
   private readonly suffixes: { suffix: string; port: string }[] = [];
 
   constructor(allowedHosts: readonly string[]) {
     for (const pattern of allowedHosts) {
-      const m = /^(\*\.)?([^:]+)(?::(\d+))?$/.exec(pattern.toLowerCase());
-      if (m === null || pattern === '*') continue; // "*" would allow every host: never honoured for redirects
-      const port = m[3] ?? '';
-      if (m[1] !== undefined) this.suffixes.push({ suffix: `.${m[2]}`, port });
-      else this.exact.add(`${m[2]}|${port}`);
+      if (pattern === '*') continue; // "*" would allow every host: never honoured for redirects
+      const wildcard = pattern.startsWith('*.');
+      const c = canonicalAuthority(wildcard ? pattern.slice(2) : pattern);
+      if (c === undefined) continue; // refused by the schema already
+      if (wildcard) this.suffixes.push({ suffix: `.${c.host}`, port: c.port });
+      else this.exact.push(c);
     }
   }
 
   /**
    * The origin (`scheme://host[:port]`) the browser used, from the CheckRequest's `:scheme` and `:authority`
-   * (never X-Forwarded-*). Undefined when the authority is not a plain host, so no URL is ever built from it.
+   * (never X-Forwarded-*), in canonical form (see canonicalAuthority). Undefined when the authority is not a clean
+   * `host[:port]`, so no URL is ever built from it.
    */
   static origin(req: HttpRequestView): string | undefined {
     const scheme = req.scheme.toLowerCase();
-    const host = req.host.toLowerCase().replace(/\.(?=:\d+$|$)/, '');
-    if ((scheme !== 'http' && scheme !== 'https') || !AUTHORITY.test(host)) return undefined;
-    try {
-      return new URL(`${scheme}://${host}`).origin;
-    } catch {
-      return undefined;
-    }
+    if (scheme !== 'http' && scheme !== 'https') return undefined;
+    const authority = canonicalAuthority(req.host, scheme);
+    return authority === undefined ? undefined : `${scheme}://${formatAuthority(authority, scheme)}`;
   }
 
   /** Where to come back after a login started by this request: its own URL, or `<origin>/` when the path is odd. */
@@ -68,21 +68,32 @@ export class RedirectGuard {
     }
     if (url.username !== '' || url.password !== '' || url.hash !== '') return fallback;
     if (!isSafePath(url.pathname + url.search)) return fallback;
+    const scheme = url.protocol.slice(0, -1);
+    const dest = canonicalAuthority(url.host, scheme);
+    if (dest === undefined) return fallback;
     const own = new URL(origin);
-    const sameOrigin = url.origin === own.origin;
-    if (!sameOrigin) {
-      if (url.host === own.host) return fallback; // same host, other scheme: never downgrade https to http
-      if (!this.allowsHost(url)) return fallback;
+    const ownAuthority = canonicalAuthority(own.host, own.protocol.slice(0, -1));
+    const sameHost = ownAuthority !== undefined && ownAuthority.host === dest.host && ownAuthority.port === dest.port;
+    if (!sameHost || url.protocol !== own.protocol) {
+      if (sameHost) return fallback; // same host, other scheme: never downgrade https to http
+      if (!this.allowedHost(dest, scheme)) return fallback;
       if (url.protocol === 'http:' && own.protocol === 'https:') return fallback;
     }
-    return url.href;
+    return `${scheme}://${formatAuthority(dest, scheme)}${url.pathname}${url.search}`;
   }
 
-  /** Whether `url`'s host and port are one of `session.allowedRedirectHosts`. */
+  /** Whether `url`'s host and port are one of `session.allowedRedirectHosts`, compared in canonical form. */
   allowsHost(url: URL): boolean {
-    const host = url.hostname;
-    if (this.exact.has(`${host}|${url.port}`)) return true;
-    return this.suffixes.some((s) => s.port === url.port && host.endsWith(s.suffix) && host.length > s.suffix.length);
+    const scheme = url.protocol.slice(0, -1);
+    const dest = canonicalAuthority(url.host, scheme);
+    return dest !== undefined && this.allowedHost(dest, scheme);
+  }
+
+  private allowedHost(target: CanonicalAuthority, scheme: string): boolean {
+    const fallbackPort = defaultPort(scheme);
+    const portOk = (port: string) => (port === '' ? fallbackPort : port) === target.port;
+    if (this.exact.some((e) => e.host === target.host && portOk(e.port))) return true;
+    return this.suffixes.some((s) => portOk(s.port) && target.host.endsWith(s.suffix) && target.host.length > s.suffix.length);
   }
 }
 

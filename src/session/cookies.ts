@@ -52,14 +52,18 @@ export function cookieOptions(config: CookieConfig): CookieOptions {
 }
 
 /**
- * Parses a Cookie header. Envoy joins HTTP/2 cookie crumbs with "; ", so one parser covers both protocols.
- * At most MAX_COOKIES cookies are read.
+ * Where a Cookie header as Check sees it splits into cookies: "; " between HTTP/2 crumbs (Envoy's codec) and ","
+ * between the Cookie lines of an HTTP/1 client (check_request_utils.cc joins repeats with ","). RFC 6265
+ * cookie-octets exclude both, so no valid cookie is cut.
  */
+export const COOKIE_SEPARATORS = /[;,]/;
+
+/** Parses a Cookie header (see COOKIE_SEPARATORS). At most MAX_COOKIES cookies are read. */
 export function parseCookies(header: string | undefined): Map<string, string> {
   const cookies = new Map<string, string>();
   if (!header) return cookies;
   let seen = 0;
-  for (const piece of header.split(';')) {
+  for (const piece of header.split(COOKIE_SEPARATORS)) {
     const eq = piece.indexOf('=');
     if (eq <= 0) continue;
     const name = piece.slice(0, eq).trim();
@@ -202,7 +206,7 @@ export function stripCookies(header: string | undefined, base: string): Stripped
   if (!header.includes(base)) return { changed: false, value: header };
   const kept: string[] = [];
   let changed = false;
-  for (const piece of header.split(';')) {
+  for (const piece of header.split(COOKIE_SEPARATORS)) {
     const trimmed = piece.trim();
     if (trimmed === '') continue;
     const eq = trimmed.indexOf('=');

@@ -1,6 +1,7 @@
 import { constants, verify as verifySignature, type KeyObject } from 'node:crypto';
 import type { Reason } from '../decision/reasons.js';
 import type { BearerIssuerConfig } from '../config/schema.js';
+import { issuerProblems } from '../config/validate.js';
 import { identityFromClaims } from '../identity/claims.js';
 import type { Identity } from '../identity/types.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -78,15 +79,12 @@ export class BearerVerifier {
 
   constructor(issuers: readonly BearerIssuerConfig[], deps: BearerVerifierDeps = {}) {
     this.now = deps.now ?? (() => Date.now() / 1000);
-    const names = new Set<string>();
+    const problems = issuerProblems(issuers);
+    if (problems.length > 0) throw new TypeError(problems.map((p) => `${p.path}: ${p.message}`).join('; '));
     for (const config of issuers) {
-      if (names.has(config.name)) throw new TypeError(`issuers: expected unique names, got "${config.name}" twice`);
-      // `iss` picks the configuration; two entries for one issuer would make that choice ambiguous.
-      if (this.byIssuer.has(config.issuer)) throw new TypeError(`issuers: expected unique issuer values, got "${config.issuer}" twice`);
       for (const alg of config.algorithms) {
         if (!ASYMMETRIC.has(alg)) throw new TypeError(`issuer ${config.name}: expected asymmetric algorithms, got ${alg}`);
       }
-      names.add(config.name);
       const jwks = new RemoteJwks({
         name: config.name,
         issuer: config.issuer,

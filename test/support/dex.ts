@@ -1,11 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
-import { freePort } from './idp.js';
+import { freePort } from './ports.js';
+import { findTool } from './find-tool.js';
 
 /** A real Dex (the Go binary `bash scripts/install-tools.sh dex` builds) on loopback, for one test file. */
 export interface TestDex {
@@ -38,30 +38,11 @@ export const DEX_USER = {
 
 export const DEX_MISSING = 'dex not found: `bash scripts/install-tools.sh dex` builds it into .cache/tools/bin (or set DEX_PATH)';
 
-const REPO = fileURLToPath(new URL('../..', import.meta.url));
-
-function executable(path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
- * The dex binary: $DEX_PATH, then the tools dir of scripts/tools-env.sh ($OIDC_EXT_AUTHZ_TOOLS_BIN), then this
- * checkout's .cache/tools/bin (the pinned v2.41.1 build), then PATH. Undefined when there is none.
+ * The dex binary: $DEX_PATH, then the tools dirs (the pinned v2.41.1 build), then PATH. Undefined when there is none.
  */
 export function findDex(): string | undefined {
-  const env = process.env;
-  const candidates = [
-    env.DEX_PATH,
-    env.OIDC_EXT_AUTHZ_TOOLS_BIN === undefined ? undefined : join(env.OIDC_EXT_AUTHZ_TOOLS_BIN, 'dex'),
-    join(REPO, '.cache', 'tools', 'bin', 'dex'),
-    ...(env.PATH ?? '').split(delimiter).filter((d) => d !== '').map((d) => join(d, 'dex')),
-  ];
-  return candidates.find((c): c is string => c !== undefined && c !== '' && executable(c));
+  return findTool('dex', 'DEX_PATH');
 }
 
 export interface DexOptions {

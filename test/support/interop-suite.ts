@@ -1,6 +1,9 @@
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, startStack, TestBrowser, until, type Stack } from './idp.js';
+import { TestBrowser } from './browser.js';
+import { until } from './polling.js';
+import { freePort } from './ports.js';
+import { startStack, type Stack } from './stack.js';
 import { startRedis, type TestRedis } from './redis.js';
 import { CHROMIUM, toolMissing } from './tools.js';
 

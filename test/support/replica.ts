@@ -2,7 +2,7 @@ import { createApp, type App } from '../../src/app.js';
 import { parseConfig } from '../../src/config/load.js';
 import { startGateway, type Gateway } from '../../src/emulator/gateway.js';
 import { createLogger } from '../../src/telemetry/logger.js';
-import type { Stack } from './idp.js';
+import type { Stack } from './stack.js';
 
 /** One more product replica next to a stack: the stack's config changed by `patch`, behind its own gateway. */
 export interface Replica {

@@ -189,9 +189,9 @@ export function joinAllow(
 
 /**
  * CheckResponse bytes. Allow: `status{}`, ok_response{headers, headers_to_remove, response_headers_to_add}, `append`
- * always present. Deny: status{code: grpcCode}, denied_response{status{code}, headers, body}, `append` always written as
- * false whatever the option says: Envoy replaces then adds every denied header, so several Set-Cookie lines survive,
- * while append:true on denied headers is lost in Envoy 1.31-1.36 (ext-authz-protocol.md 3).
+ * always present. Deny: status{code: grpcCode}, denied_response{status{code}, headers, body}, `append` never true
+ * whatever the option says, and left unset on Set-Cookie so that several Set-Cookie lines survive on Envoy 1.31-1.36
+ * and on main alike (see `appendBytes`, ext-authz-protocol.md 3).
  * @throws {WireError} `ERR_WIRE_INVALID_VALUE` for a deny with grpcCode 0 (Envoy would allow) or a non-HTTP status.
  */
 export function encodeCheckResponse(value: CheckResponseValue): Buffer {

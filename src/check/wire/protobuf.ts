@@ -203,21 +203,36 @@ export function putPair(t: number, key: string, value: string, always: boolean):
   putStr(0x12, value, always);
 }
 
-/** HeaderValueOption{header{key, value}, append: BoolValue}: `append` always present (false = an empty BoolValue). */
-export function hvosSize(list: readonly HeaderOption[], forceFalse: boolean): number {
+/**
+ * The `append` BoolValue one HeaderValueOption carries, as bytes after its header: 4 = {value: true}, 2 = {} (false),
+ * 0 = no field. On an allow it is always written, as the option says (Envoy main reads an unset `append` as
+ * `append_action`, whose default adds a second line next to a client's copy). On a deny (`denied`) it is never true:
+ * Envoy 1.31-1.36 lose denied entries with append:true. There Set-Cookie is written unset and the rest false: 1.36
+ * reads both as "replace, then add every entry", and main applies denied headers as one ordered list in which false
+ * overwrites (the last Set-Cookie would win) while unset follows the default action, which adds each line
+ * (ext-authz-protocol.md 3).
+ */
+function appendBytes(h: HeaderOption, denied: boolean): number {
+  if (!denied) return h.append ? 4 : 2;
+  return h.key === 'set-cookie' ? 0 : 2;
+}
+
+/** HeaderValueOption{header{key, value}, append: BoolValue} as `appendBytes` says. */
+export function hvosSize(list: readonly HeaderOption[], denied: boolean): number {
   let n = 0;
-  for (const h of list) n += ld(ld(pairSize(h.key, h.value, false)) + (h.append && !forceFalse ? 4 : 2));
+  for (const h of list) n += ld(ld(pairSize(h.key, h.value, false)) + appendBytes(h, denied));
   return n;
 }
 
 /** Writes `list` as repeated HeaderValueOption field `t`, in the order `hvosSize` measured it. */
-export function putHvos(t: number, list: readonly HeaderOption[], forceFalse: boolean): void {
+export function putHvos(t: number, list: readonly HeaderOption[], denied: boolean): void {
   for (const h of list) {
-    const on = h.append && !forceFalse;
-    putHead(t, ld(lens[li]!) + (on ? 4 : 2));
+    const append = appendBytes(h, denied);
+    putHead(t, ld(lens[li]!) + append);
     putPair(0x0a, h.key, h.value, false);
-    putHead(0x12, on ? 2 : 0);
-    if (on) putHead(0x08, 1);
+    if (append === 0) continue;
+    putHead(0x12, append === 4 ? 2 : 0);
+    if (append === 4) putHead(0x08, 1);
   }
 }
 

@@ -96,3 +96,41 @@ Redis from .Values.redis).
 {{- end -}}
 {{- toYaml $out -}}
 {{- end -}}
+
+{{/* The TCP port of (dict "url" U "default" D): U's explicit port, else D, else 80 for http and 443 otherwise. */}}
+{{- define "oidc-ext-authz.urlPort" -}}
+{{- $u := urlParse .url -}}
+{{- $parts := splitList ":" $u.host -}}
+{{- if gt (len $parts) 1 -}}{{ last $parts }}
+{{- else if .default -}}{{ .default }}
+{{- else if eq $u.scheme "http" -}}80
+{{- else -}}443
+{{- end -}}
+{{- end -}}
+
+{{/*
+Egress ports the service needs, read from its own config so the policy cannot drift from it: every provider's
+issuer, every bearer issuer's JWKS (or issuer, for discovery), Redis, and networkPolicy.extraEgressPorts. Sorted,
+deduplicated, one per line.
+*/}}
+{{- define "oidc-ext-authz.egressPorts" -}}
+{{- $ports := list -}}
+{{- $config := ternary (dict) .Values.config (not (empty .Values.existingConfigMap)) -}}
+{{- range $config.providers -}}
+{{- $ports = append $ports (include "oidc-ext-authz.urlPort" (dict "url" .issuer)) -}}
+{{- end -}}
+{{- range $config.issuers -}}
+{{- $ports = append $ports (include "oidc-ext-authz.urlPort" (dict "url" (default .issuer .jwksUri))) -}}
+{{- end -}}
+{{- if .Values.redis.enabled -}}
+{{- if eq .Values.redis.mode "standalone" -}}
+{{- $ports = append $ports (include "oidc-ext-authz.urlPort" (dict "url" .Values.redis.url "default" "6379")) -}}
+{{- else -}}
+{{- range .Values.redis.nodes -}}{{- $ports = append $ports (toString .port) -}}{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range .Values.networkPolicy.extraEgressPorts -}}
+{{- $ports = append $ports (toString .) -}}
+{{- end -}}
+{{- $ports | uniq | sortAlpha | join "\n" -}}
+{{- end -}}

@@ -1,0 +1,176 @@
+import { X509Certificate } from 'node:crypto';
+import type { BearerIssuerConfig, Config } from './schema.js';
+
+/** One problem in a configuration, addressed by its dotted path (`routes.2.path.regex`). */
+export interface ConfigIssue {
+  path: string;
+  message: string;
+}
+
+/** How validation reads the files a config names; `parseConfig` passes its injected environment. */
+export interface FileReader {
+  readFile(path: string): string;
+}
+
+/**
+ * Every rule the schema alone cannot express: cross-references between sections, and (given `files`) the files the
+ * running server will read.
+ * This is the one validation: `check-config` and `serve` both reach it through `parseConfig`, so a config that
+ * `check-config` calls ok is a config `serve` starts with, and the units built from a parsed config do not re-check it.
+ */
+export function validateConfig(config: Config, files: FileReader | undefined): ConfigIssue[] {
+  return [
+    ...issuerProblems(config.issuers),
+    ...nameProblems(config.providers, 'providers'),
+    ...routeProblems(config),
+    ...serverProblems(config),
+    ...sessionProblems(config),
+    ...(files === undefined ? [] : fileProblems(config, files)),
+  ];
+}
+
+/**
+ * Rules on the bearer issuer list: unique names, unique `issuer` values, and a JWKS source for each.
+ * Exported because `BearerVerifier` asserts the same rules when it is built from something other than `parseConfig`.
+ */
+export function issuerProblems(issuers: readonly BearerIssuerConfig[]): ConfigIssue[] {
+  const issues = nameProblems(issuers, 'issuers');
+  const seen = new Set<string>();
+  issuers.forEach((issuer, i) => {
+    // `iss` picks the configuration; two entries for one issuer would make that choice ambiguous.
+    if (seen.has(issuer.issuer)) {
+      issues.push({ path: `issuers.${i}.issuer`, message: `expected unique issuer values, got "${issuer.issuer}" twice` });
+    }
+    seen.add(issuer.issuer);
+    if (issuer.jwksUri === undefined && !isHttpUrl(issuer.issuer)) {
+      issues.push({
+        path: `issuers.${i}.jwksUri`,
+        message: `required: issuer ${JSON.stringify(issuer.issuer)} is not an http(s) URL, so there is no discovery document to find the JWKS in`,
+      });
+    }
+  });
+  return issues;
+}
+
+function isHttpUrl(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return url.protocol === 'https:' || url.protocol === 'http:';
+  } catch {
+    return false;
+  }
+}
+
+function nameProblems(items: readonly { name: string }[], where: string): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const seen = new Set<string>();
+  items.forEach((item, i) => {
+    if (seen.has(item.name)) issues.push({ path: `${where}.${i}.name`, message: `duplicate name "${item.name}"` });
+    seen.add(item.name);
+  });
+  return issues;
+}
+
+function routeProblems(config: Config): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const issuerNames = new Set(config.issuers.map((i) => i.name));
+  const providerNames = new Set(config.providers.map((p) => p.name));
+  config.routes.forEach((route, i) => {
+    if (route.provider !== undefined && !providerNames.has(route.provider)) {
+      issues.push({ path: `routes.${i}.provider`, message: `unknown provider "${route.provider}"` });
+    }
+    route.issuers?.forEach((name, j) => {
+      if (!issuerNames.has(name)) issues.push({ path: `routes.${i}.issuers.${j}`, message: `unknown issuer "${name}"` });
+    });
+  });
+  return issues;
+}
+
+function serverProblems(config: Config): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const { grpc, admin } = config.server;
+  if (grpc.workers > 0) {
+    // Port 0 would give every worker process its own random port instead of one shared listener.
+    if (grpc.port === 0) issues.push({ path: 'server.grpc.workers', message: 'expected a fixed server.grpc.port with workers, got port 0' });
+    if (admin.port === 0) issues.push({ path: 'server.grpc.workers', message: 'expected a fixed server.admin.port with workers, got port 0' });
+  }
+  return issues;
+}
+
+function sessionProblems(config: Config): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const session = config.session;
+  if (config.providers.length > 0 && session === undefined) {
+    issues.push({ path: 'session', message: 'required when providers are configured (cookie keys for the login state)' });
+  }
+  config.providers.forEach((p, i) => {
+    if (p.tokenEndpointAuthMethod !== 'none' && p.clientSecret === undefined) {
+      issues.push({ path: `providers.${i}.clientSecret`, message: `required for ${p.tokenEndpointAuthMethod}` });
+    }
+  });
+  if (session?.store === 'redis' && session.redis === undefined) {
+    issues.push({ path: 'session.redis', message: 'required when session.store is "redis"' });
+  }
+  const redis = session?.redis;
+  if (redis !== undefined) {
+    const nodes = redis.nodes.length > 0;
+    if (redis.mode === 'standalone' && redis.url === undefined && !nodes) {
+      issues.push({ path: 'session.redis.url', message: 'standalone mode needs url or nodes[0]' });
+    }
+    if (redis.mode === 'sentinel') {
+      if (redis.sentinelName === undefined) issues.push({ path: 'session.redis.sentinelName', message: 'required in sentinel mode' });
+      if (!nodes) issues.push({ path: 'session.redis.nodes', message: 'sentinel mode needs the sentinels as nodes' });
+    }
+    if (redis.mode === 'cluster' && redis.url === undefined && !nodes) {
+      issues.push({ path: 'session.redis.nodes', message: 'cluster mode needs nodes (or url)' });
+    }
+  }
+  return issues;
+}
+
+/**
+ * CA bundles and token files are read later (at start or per fetch): a missing one must fail here, not at the first
+ * fetch. Their content is only checked for being non-empty, because a CA bundle may legitimately hold more than PEM.
+ */
+function fileProblems(config: Config, files: FileReader): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const tls = config.server.grpc.tls;
+  if (tls !== undefined) {
+    readable(files, tls.certFile, 'server.grpc.tls.certFile', issues, pemCertificate);
+    readable(files, tls.keyFile, 'server.grpc.tls.keyFile', issues, (text) => (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text) ? undefined : 'expected a PEM private key'));
+  }
+  config.issuers.forEach((issuer, i) => {
+    if (issuer.caFile !== undefined) readable(files, issuer.caFile, `issuers.${i}.caFile`, issues, nonEmpty);
+    if (issuer.tokenFile !== undefined) readable(files, issuer.tokenFile, `issuers.${i}.tokenFile`, issues, nonEmpty);
+  });
+  config.providers.forEach((provider, i) => {
+    if (provider.caFile !== undefined) readable(files, provider.caFile, `providers.${i}.caFile`, issues, nonEmpty);
+  });
+  return issues;
+}
+
+function readable(files: FileReader, file: string, path: string, issues: ConfigIssue[], check: (text: string) => string | undefined): void {
+  let text: string;
+  try {
+    text = files.readFile(file);
+  } catch (err) {
+    issues.push({ path, message: `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` });
+    return;
+  }
+  const problem = check(text);
+  if (problem !== undefined) issues.push({ path, message: `${file}: ${problem}` });
+}
+
+function nonEmpty(text: string): string | undefined {
+  return text.trim() === '' ? 'file is empty' : undefined;
+}
+
+/** The gRPC TLS certificate is parsed only when the listener binds, after the admin port: check it here instead. */
+function pemCertificate(text: string): string | undefined {
+  try {
+    new X509Certificate(text);
+    return undefined;
+  } catch {
+    return 'expected a PEM certificate (bundle)';
+  }
+}
