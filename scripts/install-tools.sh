@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the external programs that the tests, the demo and the benchmarks
-# drive: Debian packages (redis-server, chromium, h2load) and Go-built tools
+# drive: Debian packages (redis-server, chromium, h2load), Go-built tools
 # (ghz, dex, oauth2-proxy, kustomize, helm, opa-envoy-plugin, etcd,
-# kube-apiserver).
+# kube-apiserver) and Keycloak.
 #
-# Usage: scripts/install-tools.sh [apt|go|ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver]...
+# Usage: scripts/install-tools.sh [apt|go|keycloak|ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver]...
 #        (no argument = everything)
 #
 # Go tools land in <repo>/.cache/tools/bin, built from the Go module proxy with
@@ -38,6 +38,16 @@
 #   Both are only for tests (test/support/kube-apiserver.ts). Cold builds on 2
 #   shared cores (load ~14, 2026-12-01): kube-apiserver 19m45s wall (7m42s
 #   user CPU), etcd 2m14s; with the Go build cache warm, 18 s and 8 s.
+#   - keycloak 26.5.6: the newest 26.5 patch Maven Central serves (the issue-10
+#     reproduction ran on 26.5). Its server zip (org.keycloak:keycloak-quarkus-dist)
+#     comes through Maven's own client into .cache/keycloak; it needs Java 21+
+#     ($KEYCLOAK_JAVA_HOME, else /usr/lib/jvm/temurin-25-jdk-amd64, else any
+#     Java >= 21 under /usr/lib/jvm). Java 24+ also needs
+#     --add-opens=java.base/java.lang=ALL-UNNAMED or the first HTTP request
+#     kills Keycloak (jboss-threads); test/support/keycloak.ts passes it.
+#     The install also boots it once to make a template database (schema and
+#     master realm, the slow part of a first start), so tests start in ~45 s
+#     instead of ~100 s on two shared cores.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -69,6 +79,9 @@ KUBE_MOD=k8s.io/kubernetes
 KUBE_VERSION=v1.34.4
 # The published k8s.io/<staging module> release that matches KUBE_VERSION.
 KUBE_STAGING_VERSION=v0.34.4
+KEYCLOAK_GAV=org.keycloak:keycloak-quarkus-dist
+KEYCLOAK_VERSION=26.5.6
+MVN_DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
 APT_PACKAGES=(redis-server chromium nghttp2-client)
 GO_TOOLS=(ghz dex oauth2-proxy kustomize helm opa-envoy-plugin etcd kube-apiserver)
@@ -77,7 +90,7 @@ OPTIONAL_TOOLS=" opa-envoy-plugin "
 
 usage() {
   local IFS='|'
-  echo "usage: $0 [apt|go|${GO_TOOLS[*]}]..." >&2
+  echo "usage: $0 [apt|go|keycloak|${GO_TOOLS[*]}]..." >&2
   echo "       (no argument installs everything)" >&2
 }
 
@@ -85,12 +98,14 @@ usage() {
 declare -A WANT=()
 if [ "$#" -eq 0 ]; then
   WANT[apt]=1
+  WANT[keycloak]=1
   for t in "${GO_TOOLS[@]}"; do WANT[$t]=1; done
 else
   for a in "$@"; do
     case "$a" in
       -h|--help) usage; exit 0 ;;
       apt) WANT[apt]=1 ;;
+      keycloak) WANT[keycloak]=1 ;;
       go) for t in "${GO_TOOLS[@]}"; do WANT[$t]=1; done ;;
       ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver) WANT[$a]=1 ;;
       *) echo "install-tools: unknown tool '$a'" >&2; usage; exit 2 ;;
@@ -276,6 +291,114 @@ build_go_tool() {
   echo "$tool $ver (built in ${dt}s with $GO_VERSION) $(first_line tool_version_cmd "$tool")"
 }
 
+# ---- Keycloak ---------------------------------------------------------------
+KC_DIR="$CACHE/keycloak"
+
+# Prints the first JDK/JRE home with Java >= 21, or nothing.
+find_java21() {
+  local j v
+  for j in "${KEYCLOAK_JAVA_HOME:-}" /usr/lib/jvm/temurin-25-jdk-amd64 /usr/lib/jvm/*; do
+    [ -n "$j" ] && [ -x "$j/bin/java" ] || continue
+    v="$("$j/bin/java" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p')"
+    if [ -n "$v" ] && [ "${v%%.*}" -ge 21 ] 2>/dev/null; then echo "$j"; return 0; fi
+  done
+  return 1
+}
+
+# A loopback port nothing listens on (for the one template boot).
+free_port() {
+  local p
+  for _ in $(seq 1 50); do
+    p=$((20000 + RANDOM % 9000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+  done
+  return 1
+}
+
+# Boots the unpacked server once with a database in $KC_DIR/template-db, waits
+# for the master realm's discovery document, then stops it. Tests copy that
+# database instead of building the schema again (half of a cold start).
+make_keycloak_template() { # home java log
+  local home=$1 java=$2 log=$3 port mport pid ok=0
+  port="$(free_port)" && mport="$(free_port)" || return 1
+  rm -rf "$KC_DIR/template-db.tmp" && mkdir -p "$KC_DIR/template-db.tmp"
+  # One random admin password per install, never committed; tests read it here.
+  head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$KC_DIR/admin-password.tmp"
+  chmod 600 "$KC_DIR/admin-password.tmp"
+  JAVA_HOME="$java" JAVA_OPTS_APPEND="--add-opens=java.base/java.lang=ALL-UNNAMED" \
+    KC_BOOTSTRAP_ADMIN_USERNAME=admin KC_BOOTSTRAP_ADMIN_PASSWORD="$(cat "$KC_DIR/admin-password.tmp")" \
+    setsid "$home/bin/kc.sh" start-dev --http-host=127.0.0.1 --http-port="$port" --http-management-port="$mport" \
+      --db-url="jdbc:h2:file:$KC_DIR/template-db.tmp/keycloak;NON_KEYWORDS=VALUE" >>"$log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 600); do
+    if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/realms/master/.well-known/openid-configuration" 2>/dev/null; then ok=1; break; fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 1
+  done
+  # setsid made kc.sh a process-group leader: stop it and its java child together.
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  [ $ok = 1 ] && [ -s "$KC_DIR/template-db.tmp/keycloak.mv.db" ] || return 1
+  rm -rf "$KC_DIR/template-db" && mv "$KC_DIR/template-db.tmp" "$KC_DIR/template-db"
+  mv -f "$KC_DIR/admin-password.tmp" "$KC_DIR/admin-password"
+}
+
+install_keycloak() {
+  local want="$KEYCLOAK_GAV:$KEYCLOAK_VERSION zip template=v1" stamp="$KC_DIR/keycloak.version"
+  local home="$KC_DIR/keycloak-$KEYCLOAK_VERSION" java log="$LOGS/keycloak.log" t0=$SECONDS t1 dir
+  if ! java="$(find_java21)"; then
+    echo "keycloak $KEYCLOAK_VERSION: FAILED: it needs Java 21+, and none was found (KEYCLOAK_JAVA_HOME," >&2
+    echo "    /usr/lib/jvm/temurin-25-jdk-amd64, /usr/lib/jvm/*): install a JDK >= 21 or set KEYCLOAK_JAVA_HOME" >&2
+    FAILED+=(keycloak)
+    return 0
+  fi
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$home/bin/kc.sh" ] && [ -s "$KC_DIR/template-db/keycloak.mv.db" ]; then
+    echo "$java" >"$KC_DIR/java-home"
+    echo "keycloak $KEYCLOAK_VERSION (cached) java $java"
+    return 0
+  fi
+  if ! command -v mvn >/dev/null && [ "$(id -u)" -eq 0 ]; then
+    # Maven's own client fetches the zip (checksums verified); Debian packages it.
+    mkdir -p "$LOGS"
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -q install -y --no-install-recommends maven >>"$LOGS/apt.log" 2>&1 || true
+  fi
+  if ! command -v mvn >/dev/null; then
+    echo "keycloak $KEYCLOAK_VERSION: FAILED: mvn is needed to fetch $KEYCLOAK_GAV from Maven Central: apt-get install maven" >&2
+    FAILED+=(keycloak)
+    return 0
+  fi
+  mkdir -p "$KC_DIR" "$LOGS" "$CACHE/tmp"
+  rm -f "$stamp"
+  : >"$log"
+  dir="$(mktemp -d "$CACHE/tmp/keycloak.XXXXXX")"
+  # -C: fail on a checksum mismatch instead of warning.
+  if ! (cd "$dir" && mvn -B -C -Dmaven.repo.local="$CACHE/maven" "$MVN_DEPENDENCY_PLUGIN:unpack" \
+          -Dartifact="$KEYCLOAK_GAV:$KEYCLOAK_VERSION:zip" -DoutputDirectory="$dir/out") >>"$log" 2>&1 ||
+     [ ! -x "$dir/out/keycloak-$KEYCLOAK_VERSION/bin/kc.sh" ]; then
+    rm -rf "$dir"
+    echo "keycloak $KEYCLOAK_VERSION: FAILED to fetch $KEYCLOAK_GAV:$KEYCLOAK_VERSION:zip (log: $log)" >&2
+    tail -n 20 "$log" | sed 's/^/    /' >&2
+    FAILED+=(keycloak)
+    return 0
+  fi
+  rm -rf "$home" && mv "$dir/out/keycloak-$KEYCLOAK_VERSION" "$home"
+  rm -rf "$dir" "$CACHE/maven/${KEYCLOAK_GAV//[.:]//}"  # the 160 MB zip is unpacked now
+  t1=$SECONDS
+  echo "# first start (template database)" >>"$log"
+  if ! make_keycloak_template "$home" "$java" "$log"; then
+    echo "keycloak $KEYCLOAK_VERSION: FAILED: the first start did not serve the master realm (log: $log)" >&2
+    grep -v '^\s*at ' "$log" | tail -n 20 | sed 's/^/    /' >&2
+    FAILED+=(keycloak)
+    return 0
+  fi
+  echo "$java" >"$KC_DIR/java-home"
+  echo "$want" >"$stamp"
+  echo "download=$((t1 - t0)) first_start=$((SECONDS - t1))" >"$KC_DIR/keycloak.buildtime"
+  echo "keycloak $KEYCLOAK_VERSION (downloaded in $((t1 - t0))s, first start $((SECONDS - t1))s) java $java"
+}
+
 # ---- main -------------------------------------------------------------------
 T_START=$SECONDS
 mkdir -p "$CACHE/tools"
@@ -286,6 +409,7 @@ if command -v flock >/dev/null; then
 fi
 
 if [ -n "${WANT[apt]:-}" ]; then install_apt; fi
+if [ -n "${WANT[keycloak]:-}" ]; then install_keycloak; fi
 
 need_go=0
 for t in "${GO_TOOLS[@]}"; do if [ -n "${WANT[$t]:-}" ]; then need_go=1; fi; done

@@ -54,6 +54,7 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
     now: () => now() / 1000,
     onFetch: (issuer: string, outcome: 'ok' | 'error') => jwksFetches.child({ issuer, outcome }).inc(),
     logger,
+    loginClients: config.providers,
   });
   const tokenCache = new DecisionCache<BearerEntry>({
     maxEntries: config.cache.maxEntries,

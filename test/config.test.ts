@@ -111,6 +111,16 @@ describe('config validation', () => {
     expect(ok.session!.keys[0]).toEqual({ value: KEY });
   });
 
+  it('refuses the same issuer declared twice, as check-config and serve both load it (issue 10)', () => {
+    const entry = { issuer: 'https://keycloak.example/realms/kf', audiences: ['kubeflow'] };
+    const issues = issuesOf(() => parseConfig({ issuers: [{ name: 'people', ...entry }, { name: 'robots', ...entry, claims: { user: 'sub' } }] }, 'test', env()));
+    expect(issues).toEqual([{ path: 'issuers.1.issuer', message: expect.stringMatching(/unique issuer values/) }]);
+    // The supported way: one entry, the user id from the first claim present.
+    const ok = parseConfig({ issuers: [{ name: 'kc', ...entry, claims: { user: ['email', 'preferred_username', 'sub'] } }] }, 'test', env());
+    expect(ok.issuers[0]!.claims.user).toEqual(['email', 'preferred_username', 'sub']);
+    expect(ok.issuers[0]!.tokenKinds).toEqual(['access']);
+  });
+
   it('checks the content of the files the server reads: PEM for the TLS pair, non-empty for CA and token files', () => {
     const issues = issuesOf(() =>
       parseConfig(

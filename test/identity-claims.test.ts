@@ -132,6 +132,30 @@ describe('identityFromClaims: user and email', () => {
     expect(parsed.error!.issues[0]!.path).toEqual(['issuers', 0, 'claims', 'allowUnverifiedEmail']);
   });
 
+  it('does not refuse a service account without an email for email_verified: false (issue 10, Keycloak)', () => {
+    const strict = mapping({ requireEmailVerified: true, user: ['email', 'preferred_username', 'sub'] });
+    const sa = { sub: 'ef28ee5d', preferred_username: 'service-account-pipelines', email_verified: false };
+    expect(ok(sa, strict).user).toBe('service-account-pipelines');
+    // A person whose email is not verified is still refused.
+    expect(rejected({ ...base, email_verified: false }, strict)).toMatch(/email_verified/);
+  });
+
+  it('takes the user id from the first present claim of a list (people by email, service accounts by username or sub)', () => {
+    const m = mapping({ user: ['email', 'preferred_username', 'sub'] });
+    expect(ok({ ...base, preferred_username: 'alice' }, m).user).toBe('alice@corp.example');
+    expect(ok({ sub: 'sa-1', preferred_username: 'service-account-pipelines' }, m).user).toBe('service-account-pipelines');
+    expect(ok({ sub: 'system:serviceaccount:kubeflow:runner' }, m).user).toBe('system:serviceaccount:kubeflow:runner');
+    // null counts as absent (some IdPs send `"email": null`); a present but unusable claim refuses, never falls through.
+    expect(ok({ sub: 'sa-2', email: null, preferred_username: 'svc' }, m).user).toBe('svc');
+    expect(rejected({ sub: 'sa-3', preferred_username: 42 }, m)).toMatch(/^preferred_username claim \(user id\) missing or not a string/);
+    expect(rejected({ sub: 'x', preferred_username: 'a\r\nb' }, mapping({ user: ['preferred_username', 'sub'] }))).toMatch(/not header-safe/);
+    expect(rejected({ sub: 'x' }, mapping({ user: ['email', 'upn'] }))).toMatch(/^email\|upn claim \(user id\) missing/);
+  });
+
+  it('refuses an empty user claim list in the config', () => {
+    expect(() => mapping({ user: [] as unknown as string[] })).toThrow();
+  });
+
   it('drops an unsafe or non-string preferred_username instead of rejecting', () => {
     expect(ok({ ...base, preferred_username: 'al\r\nice' }).preferredUsername).toBeUndefined();
     expect(ok({ ...base, preferred_username: 42 }).preferredUsername).toBeUndefined();

@@ -27,14 +27,16 @@ let store: SessionStore;
 let receiver: Server;
 const received: BackchannelResponse[] = [];
 
-function flowWith(sessionStore: SessionStore): OidcBrowserFlow {
+let replicaMetrics = new Metrics();
+
+function flowWith(sessionStore: SessionStore, metrics = new Metrics()): OidcBrowserFlow {
   const config = stack.config;
   const keyRing = new KeyRing(config.session!.keys.map((k) => decodeKey(secretValue(k))!));
   return new OidcBrowserFlow({
     config,
     store: sessionStore,
     loginState: new LoginStateCookies(config.session!, keyRing),
-    metrics: new Metrics(),
+    metrics,
     logger: createLogger('silent'),
     now: Date.now,
   });
@@ -50,7 +52,8 @@ beforeAll(async () => {
   const config = stack.config;
   const keyRing = new KeyRing(config.session!.keys.map((k) => decodeKey(secretValue(k))!));
   store = createSessionStore(config.session!, keyRing);
-  replica = flowWith(store);
+  replicaMetrics = new Metrics();
+  replica = flowWith(store, replicaMetrics);
   await replica.start();
   receiver = createServer((req, res) => {
     let body = '';
@@ -147,14 +150,40 @@ describe.skipIf(!redis)('back-channel logout', () => {
     expect((await post('%E0%A4%A', form('x'))).status).toBe(404); // a malformed escape is just an unknown provider
   });
 
-  it('answers 400 unsupported with the cookie store (no server side to end)', async () => {
+  it('with the cookie store, accepts the token and lists the sid (it cannot search browsers), counted as listed', async () => {
     const config = stack.config;
     const keyRing = new KeyRing(config.session!.keys.map((k) => decodeKey(secretValue(k))!));
     const cookieFlow = flowWith(new CookieSessionStore({ ...config.session!, store: 'cookie' }, keyRing));
     await cookieFlow.start();
     const r = await cookieFlow.backchannelLogout('corp', form(await logoutToken({ sid: 's2' })));
-    expect(r.status).toBe(400);
-    expect(JSON.parse(r.body)).toMatchObject({ error: 'unsupported' });
+    expect(r).toMatchObject({ status: 200, outcome: 'listed' });
     await cookieFlow.close();
+  });
+
+  it('counts back-channel logouts by outcome: matched, no_session, invalid (issue 10)', async () => {
+    const browser = new TestBrowser();
+    await loginAt(browser, stack.base, '/');
+    const session = await store.load(new Map(browser.jar('app.example.test')));
+    if (session.status !== 'ok') throw new Error('expected a session');
+    const r1 = await replica.backchannelLogout('corp', form(await logoutToken({ sid: session.session.sid! })));
+    expect(r1).toMatchObject({ status: 200, outcome: 'matched' });
+    const r2 = await replica.backchannelLogout('corp', form(await logoutToken({ sid: 'nobody-has-this-sid' })));
+    expect(r2).toMatchObject({ status: 200, outcome: 'no_session' });
+    const r3 = await replica.backchannelLogout('corp', form(await logoutToken({ sid: 's1', aud: 'other' })));
+    expect(r3).toMatchObject({ status: 400, outcome: 'invalid' });
+    const text = replicaMetrics.render();
+    const value = (outcome: string) => Number(new RegExp(`oidc_ext_authz_backchannel_logouts_total\\{provider="corp",outcome="${outcome}"\\} (\\d+)`).exec(text)?.[1]);
+    expect(value('matched')).toBeGreaterThanOrEqual(1);
+    expect(value('no_session')).toBeGreaterThanOrEqual(1);
+    expect(value('invalid')).toBeGreaterThanOrEqual(1);
+    // The matched session's refresh token was revoked at the IdP (RFC 7009): it can never refresh again.
+    await until(() => /oidc_ext_authz_oidc_events_total\{provider="corp",event="revoke_ok"\} [1-9]/.test(replicaMetrics.render()));
+    const refused = await fetch(`${stack.issuer}/token`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from('kubeflow:kubeflow-secret').toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: session.session.refreshToken! }),
+    });
+    expect(refused.status).toBe(400);
+    expect(await refused.json()).toMatchObject({ error: 'invalid_grant' });
   });
 });

@@ -201,6 +201,27 @@ describe('callback attacks', () => {
     }
   });
 
+  it('refuses an ID token issued in the future beyond the clock tolerance (iat, issue 10)', async () => {
+    idp.forgeIdTokens((c) => ({ ...c, iat: Math.floor(Date.now() / 1000) + 120 }), 'authorization_code');
+    const { callback } = await login(new TestBrowser(), '/');
+    expect(callback.status).toBe(400);
+    expect(cookieNames(callback.setCookies)).not.toContain(SESSION);
+    // Within the tolerance (30 s) it is clock skew, not an attack.
+    idp.forgeIdTokens((c) => ({ ...c, iat: Math.floor(Date.now() / 1000) + 20 }), 'authorization_code');
+    expect((await login(new TestBrowser(), '/')).callback.status).toBe(302);
+  });
+
+  it('answers a clear 500, not a 503, when the session is too large for the cookie store (issue 10)', async () => {
+    const groups = Array.from({ length: 700 }, (_, i) => `/realm/department-${i}/a-rather-long-team-name-${i}`);
+    idp.forgeIdTokens((c) => ({ ...c, groups }), 'authorization_code');
+    const errors = events('callback_error');
+    const { callback } = await login(new TestBrowser(), '/');
+    expect(callback.status).toBe(500);
+    expect(callback.body).toContain('session.store: redis');
+    expect(cookieNames(callback.setCookies)).not.toContain(SESSION);
+    expect(events('callback_error')).toBe(errors + 1);
+  });
+
   it('refuses an ID token signed with another key under the same kid, and one with alg none', async () => {
     const { privateKey } = await generateKeyPair('RS256');
     const forgeries = [
@@ -318,6 +339,15 @@ describe('sessions', () => {
     const r = await get(browser, '/', { ...NAVIGATE });
     expect(r.status).toBe(302);
     expect(new URL(r.location!).origin).toBe(idp.issuer);
+    expect(r.setCookies.some((l) => l.startsWith(`${SESSION}=`) && isDeletion(l))).toBe(true);
+  });
+
+  it('ends the session when a refreshed ID token was issued in the future (iat), which openid-client lets pass', async () => {
+    const browser = await loggedIn();
+    idp.forgeIdTokens((c) => ({ ...c, iat: Math.floor(Date.now() / 1000) + 3600 }), 'refresh_token');
+    stack.skew = 560;
+    const r = await get(browser, '/api/x', { accept: 'application/json' });
+    expect(r.status).toBe(401);
     expect(r.setCookies.some((l) => l.startsWith(`${SESSION}=`) && isDeletion(l))).toBe(true);
   });
 

@@ -159,7 +159,7 @@ describe('IdP failure classification', () => {
   });
 
   it('treats Dex\'s answer to a dead refresh token (400 invalid_request) as the end of the session, its 500s as an outage', () => {
-    // The two shapes of Dex's refresh errors; test/dex-interop.test.ts shows the first against a real Dex.
+    // The two shapes of Dex's refresh errors; test/interop-dex.test.ts shows the first against a real Dex.
     const body = (status: number, error: string) =>
       new ResponseBodyError('x', { cause: { error }, response: new Response('{}', { status }) } as never);
     const dead = classifyIdpError(body(400, 'invalid_request'));

@@ -340,6 +340,12 @@ describe('BearerVerifier: rejections', () => {
     expectFail(await v.verify(token), 'bearer_expired');
   });
 
+  it('refuses an iat in the future beyond the clock tolerance (issue 10)', async () => {
+    expectOk(await v.verify(await sign(idp, key, { iat: clock + 20 })));
+    expectFail(await v.verify(await sign(idp, key, { iat: clock + 31 })), 'bearer_claims');
+    expectFail(await v.verify(await sign(idp, key, { iat: 'yesterday' as never })), 'bearer_claims');
+  });
+
   it('rejects a token without exp or without sub', async () => {
     expectFail(await v.verify(await sign(idp, key, { exp: undefined })), 'bearer_claims');
     expectFail(await v.verify(await sign(idp, key, { exp: String(clock + 60) as never })), 'bearer_claims');
@@ -648,3 +654,64 @@ async function until(condition: () => boolean, timeoutMs = 2000): Promise<void> 
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+describe('BearerVerifier: token kinds (issue 10)', () => {
+  // Keycloak signs ID and access tokens alike (header typ JWT); its ID token's aud is the login client's id, which
+  // is also in its access tokens' aud once an audience mapper adds it. These are the shapes it really issues.
+  const keycloakAccess = { typ: 'Bearer', aud: ['kubeflow', 'account'], azp: 'kubeflow', sid: 's1' };
+  const keycloakId = { typ: 'ID', aud: 'kubeflow', azp: 'kubeflow', sid: 's1', at_hash: 'x2b' };
+
+  async function setup(tokenKinds?: string[]) {
+    const idp = await idpWith('RS256');
+    const v = new BearerVerifier(issuers({ issuer: idp.url, audiences: ['kubeflow'], ...(tokenKinds ? { tokenKinds: tokenKinds as never } : {}) }), {
+      now: () => clock,
+      loginClients: [{ issuer: idp.url, clientId: 'kubeflow' }, { issuer: 'https://elsewhere.example', clientId: 'other' }],
+    });
+    cleanup.push(() => v.close());
+    await v.start();
+    return { v, make: (claims: JWTPayload, header: Record<string, unknown> = {}) => sign(idp, idp.published[0]!, claims, header) };
+  }
+
+  it('accepts access tokens and refuses ID tokens by default, whatever the header typ says', async () => {
+    const { v, make } = await setup();
+    expectOk(await v.verify(await make(keycloakAccess)));
+    expectFail(await v.verify(await make(keycloakId)), 'bearer_invalid');
+    // Each ID-token signal on its own: payload typ, nonce, at_hash, c_hash, and an aud that is exactly the login client.
+    expectFail(await v.verify(await make({ typ: 'ID', aud: ['kubeflow', 'api'] })), 'bearer_invalid');
+    expectFail(await v.verify(await make({ aud: ['kubeflow', 'api'], nonce: 'n' })), 'bearer_invalid');
+    expectFail(await v.verify(await make({ aud: ['kubeflow', 'api'], at_hash: 'h' })), 'bearer_invalid');
+    expectFail(await v.verify(await make({ aud: ['kubeflow', 'api'], c_hash: 'h' })), 'bearer_invalid');
+    expectFail(await v.verify(await make({ aud: 'kubeflow' })), 'bearer_invalid');
+    expectFail(await v.verify(await make({ aud: ['kubeflow'] })), 'bearer_invalid');
+    // Access-token signals win over the audience rule: RFC 9068 typ at+jwt, Keycloak's payload typ Bearer.
+    expectOk(await v.verify(await make({ aud: 'kubeflow' }, { typ: 'at+jwt' })));
+    expectOk(await v.verify(await make({ aud: 'kubeflow', typ: 'Bearer' })));
+    // An audience naming the API, or several audiences, is an access token (Kubernetes ServiceAccount tokens too).
+    expectOk(await v.verify(await make({ aud: ['kubeflow', 'account'] })));
+  });
+
+  it('treats an aud equal to the client id of another issuer\'s login client as an access token', async () => {
+    const { v, make } = await setup();
+    const idp2 = await idpWith('RS256');
+    const v2 = new BearerVerifier(issuers({ issuer: idp2.url, audiences: ['kubeflow'] }), { now: () => clock, loginClients: [{ issuer: 'https://elsewhere.example', clientId: 'kubeflow' }] });
+    cleanup.push(() => v2.close());
+    await v2.start();
+    expectOk(await v2.verify(await sign(idp2, idp2.published[0]!, { aud: 'kubeflow' })));
+    expectFail(await v.verify(await make({ aud: 'kubeflow' })), 'bearer_invalid');
+  });
+
+  it('accepts ID tokens where tokenKinds says so (Kubeflow m2m with Dex), and only them with [id]', async () => {
+    const both = await setup(['access', 'id']);
+    expectOk(await both.v.verify(await both.make(keycloakId)));
+    expectOk(await both.v.verify(await both.make(keycloakAccess)));
+    const idOnly = await setup(['id']);
+    expectOk(await idOnly.v.verify(await idOnly.make(keycloakId)));
+    expectFail(await idOnly.v.verify(await idOnly.make(keycloakAccess)), 'bearer_invalid');
+  });
+
+  it('refuses an empty or repeated tokenKinds list in the config', () => {
+    expect(() => issuers({ issuer: 'https://x.example', tokenKinds: [] as never })).toThrow();
+    expect(() => issuers({ issuer: 'https://x.example', tokenKinds: ['id', 'id'] as never })).toThrow();
+    expect(() => issuers({ issuer: 'https://x.example', tokenKinds: ['refresh'] as never })).toThrow();
+  });
+});

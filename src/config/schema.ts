@@ -75,9 +75,22 @@ const route = z.strictObject({
   allow: allowRules.prefault({}),
 });
 
+// ---- issue 10: real IdPs (token kinds, claim fallbacks, logout revocation) -------------------------------------
+/** One claim name, or a list of them: the first claim present in the token is used. */
+const claimNames = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]);
+/** Kinds of JWT a bearer issuer accepts (see src/token/token-kind.ts for how they are told apart). */
+const tokenKinds = z
+  .array(z.enum(['access', 'id']))
+  .min(1)
+  .refine((k) => new Set(k).size === k.length, { message: 'expected each kind at most once' });
+// ---------------------------------------------------------------------------------------------------------------
+
 const claimMapping = z.strictObject({
-  /** Claim used as the user id (kubeflow-userid). */
-  user: z.string().min(1).default('email'),
+  /**
+   * Claim used as the user id (kubeflow-userid), or a list tried in order, e.g. [email, preferred_username, sub] so
+   * one issuer serves people (email) and service accounts (no email).
+   */
+  user: claimNames.default('email'),
   email: z.string().min(1).default('email'),
   groups: z.string().min(1).default('groups'),
   preferredUsername: z.string().min(1).default('preferred_username'),
@@ -117,6 +130,11 @@ const bearerIssuer = z.strictObject({
   allowedTypes: z.array(z.string().min(1)).optional(),
   /** Clock skew between the IdP and us; capped because every second keeps an expired token alive longer. */
   clockToleranceSeconds: seconds.max(300).default(30),
+  /**
+   * Accepted kinds of token. Access tokens only by default: an ID token is proof of a login given to one client, not
+   * a credential for APIs (RFC 9068, OIDC Core 2). Add `id` for IdPs that only issue ID-token-shaped JWTs (Dex).
+   */
+  tokenKinds: tokenKinds.default(['access']),
   /** PEM CA bundle to trust for the JWKS/discovery fetch (e.g. the in-cluster API server CA). */
   caFile: z.string().min(1).optional(),
   /** Bearer token file sent on JWKS fetches (Kubernetes API servers that do not serve JWKS anonymously). */
@@ -139,8 +157,12 @@ const provider = z.strictObject({
   clientId: z.string().min(1),
   clientSecret: secret.optional(),
   tokenEndpointAuthMethod: z.enum(['client_secret_basic', 'client_secret_post', 'none']).default('client_secret_basic'),
-  /** What the identity headers need (email with email_verified, groups), plus a refresh token so revocation is seen. */
-  scopes: z.array(z.string().min(1)).default(['openid', 'email', 'profile', 'groups', 'offline_access']),
+  /**
+   * What the identity headers need (email with email_verified, groups). No offline_access by default: an offline
+   * refresh token outlives the IdP's logout (Keycloak keeps offline sessions through RP-initiated logout), and most
+   * IdPs issue a refresh token without it; Dex does not, so Dex configs add it (docs/idps.md).
+   */
+  scopes: z.array(z.string().min(1)).default(['openid', 'email', 'profile', 'groups']),
   callbackPath: z.string().startsWith('/').default('/oauth2/callback'),
   /** Read extra claims from the userinfo endpoint after login. */
   userinfo: z.boolean().default(false),

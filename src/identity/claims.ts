@@ -27,6 +27,9 @@ export type ClaimsResult = { ok: true; identity: Identity } | { ok: false; code:
  * Maps verified claims to an Identity whose values are safe to put in upstream headers. Shared by bearer tokens and
  * browser sessions, so both produce the same user id for the same person.
  *
+ * The user id is the first claim of `mapping.user` (a name or a list, e.g. `[email, preferred_username, sub]`) that is
+ * present in the token, so one issuer can serve people and service accounts without an email.
+ *
  * What rejects the whole identity (fail closed, the caller denies): a missing or unsafe `sub` or user claim, an email
  * claim that is present but not exactly one plain address, and an unverified email when the user id is that email
  * claim (code `email_unverified`). An email is unverified when `email_verified` is present and not `true` (or
@@ -56,14 +59,17 @@ export function identityFromClaims(claims: Record<string, unknown>, mapping: Cla
     else unverified = rawEmail;
   }
 
-  const rawUser = claimValue(claims, mapping.user);
-  if (typeof rawUser !== 'string' || rawUser.length === 0) return refuse(`${mapping.user} claim (user id) missing or not a string`);
+  const userClaims = typeof mapping.user === 'string' ? [mapping.user] : mapping.user;
+  // The first claim present decides; one present but unusable refuses the identity rather than falling through.
+  const userClaim = userClaims.find((name) => (claimValue(claims, name) ?? null) !== null) ?? userClaims.join('|');
+  const rawUser = claimValue(claims, userClaim);
+  if (typeof rawUser !== 'string' || rawUser.length === 0) return refuse(`${userClaim} claim (user id) missing or not a string`);
   // Another claim holding the same address (upn, name) is the same unverified email.
   if (unverified !== undefined && rawUser.toLowerCase() === unverified.toLowerCase()) {
-    return { ok: false, code: 'email_unverified', detail: `email_verified is not true and the user id (${mapping.user} claim) is that email` };
+    return { ok: false, code: 'email_unverified', detail: `email_verified is not true and the user id (${userClaim} claim) is that email` };
   }
   const user = mapping.userPrefix + rawUser;
-  if (!isSafeValue(user, MAX_USER_LENGTH)) return refuse(`${mapping.user} claim (user id) is not header-safe`);
+  if (!isSafeValue(user, MAX_USER_LENGTH)) return refuse(`${userClaim} claim (user id) is not header-safe`);
 
   const rawName = claimValue(claims, mapping.preferredUsername);
   const preferredUsername = typeof rawName === 'string' && rawName.length > 0 && isSafeValue(rawName, MAX_USERNAME_LENGTH) ? rawName : undefined;

@@ -1,8 +1,9 @@
 import { createRemoteJWKSet, customFetch, decodeProtectedHeader, jwtVerify, type JWTPayload } from 'jose';
 import { LRUCache } from 'lru-cache';
-import { StoreUnavailableError } from '../session/types.js';
+import { StoreUnavailableError, type SessionData } from '../session/types.js';
 import type { FlowContext } from './context.js';
-import { describe, type OidcProvider } from './provider.js';
+import { describe, type BackchannelOutcome, type OidcProvider } from './provider.js';
+import { revokeRefreshToken } from './revoke.js';
 
 /** OpenID Connect Back-Channel Logout 1.0, section 2.4: the event a logout token must carry. */
 export const LOGOUT_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
@@ -19,6 +20,8 @@ export interface BackchannelResponse {
   body: string;
   /** Short, secret-free reason for logs. */
   detail: string;
+  /** The `outcome` label it was counted under. */
+  outcome: BackchannelOutcome;
 }
 
 type Keys = ReturnType<typeof createRemoteJWKSet>;
@@ -32,8 +35,12 @@ type Keys = ReturnType<typeof createRemoteJWKSet>;
  * recent, `exp` when present, the back-channel logout event, `sid` or `sub`, no `nonce` (so an ID token can never pass
  * as a logout token), `typ` absent or `logout+jwt`, and a `jti` not seen before (replays are refused).
  *
- * Only the Redis store can end sessions it cannot see: with the cookie store the answer is 400 `unsupported`.
- * Other replicas may serve a cached session for a few more seconds (SHARED_STATE_CACHE_MS).
+ * The Redis store deletes the matching sessions and the refresh token of each is revoked at the IdP (RFC 7009): an
+ * offline session the IdP kept would otherwise still refresh. The `sid` (or `sub`) also goes on this replica's
+ * revocation list, which is all the cookie store has (it cannot search sessions that live in browsers): a cookie of
+ * that IdP session is refused here from now on, and elsewhere at its next refresh (see docs/security.md). Other
+ * replicas may serve a cached Redis session for a few more seconds (SHARED_STATE_CACHE_MS).
+ * Every token is counted by outcome: matched, no_session, listed (cookie store), invalid, unavailable.
  */
 export class BackchannelLogout {
   private readonly keys = new Map<string, { uri: string; keys: Keys }>();
@@ -43,6 +50,12 @@ export class BackchannelLogout {
 
   /** Handles the form body of the IdP's POST (`logout_token=...`). */
   async handle(provider: OidcProvider, formBody: string): Promise<BackchannelResponse> {
+    const response = await this.process(provider, formBody);
+    provider.countBackchannel(response.outcome);
+    return response;
+  }
+
+  private async process(provider: OidcProvider, formBody: string): Promise<BackchannelResponse> {
     const params = new URLSearchParams(formBody.length <= MAX_TOKEN_LENGTH * 2 ? formBody : '');
     const tokens = params.getAll('logout_token');
     if (tokens.length !== 1 || tokens[0]!.length === 0 || tokens[0]!.length > MAX_TOKEN_LENGTH) {
@@ -84,18 +97,23 @@ export class BackchannelLogout {
     const jti = `${provider.name}\0${String(payload.jti)}`;
     if (this.seen.has(jti)) return reply(400, 'invalid_request', 'logout token replayed (jti seen before)');
 
-    let done: boolean;
+    let ended: SessionData[] | undefined;
     try {
-      done = await this.ctx.store.destroyBySid(provider.name, sid ?? sub!);
+      ended = await this.ctx.store.destroyBySid(provider.name, sid ?? sub!);
     } catch (err) {
       if (!(err instanceof StoreUnavailableError)) throw err;
       return reply(503, 'temporarily_unavailable', 'session store unavailable');
     }
-    if (!done) return reply(400, 'unsupported', 'the cookie session store cannot end sessions server-side');
     this.seen.set(jti, true);
-    provider.count('backchannel_logout');
-    this.ctx.logger.info({ provider: provider.name, by: sid !== undefined ? 'sid' : 'sub' }, 'back-channel logout');
-    return { status: 200, headers: { 'cache-control': 'no-store' }, body: '', detail: 'sessions ended' };
+    const at = Math.floor(this.ctx.now() / 1000);
+    if (sid !== undefined) this.ctx.revocations.revokePrincipal(provider.name, 'sid', sid, at);
+    else this.ctx.revocations.revokePrincipal(provider.name, 'sub', sub!, at);
+    // Not awaited: the IdP waits for this answer, and the revocations call back into the IdP.
+    for (const session of ended ?? []) void revokeRefreshToken(provider, session, this.ctx.logger);
+    const outcome: BackchannelOutcome = ended === undefined ? 'listed' : ended.length > 0 ? 'matched' : 'no_session';
+    if (outcome !== 'no_session') provider.count('backchannel_logout');
+    this.ctx.logger.info({ provider: provider.name, by: sid !== undefined ? 'sid' : 'sub', outcome, sessions: ended?.length }, 'back-channel logout');
+    return { status: 200, headers: { 'cache-control': 'no-store' }, body: '', detail: outcome, outcome };
   }
 
   private keySet(provider: OidcProvider, uri: string): Keys {
@@ -119,5 +137,6 @@ function reply(status: number, error: string, detail: string): BackchannelRespon
     headers: { 'content-type': 'application/json', 'cache-control': 'no-store' },
     body: `${JSON.stringify({ error, error_description: description })}\n`,
     detail,
+    outcome: status === 503 ? 'unavailable' : 'invalid',
   };
 }

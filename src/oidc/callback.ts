@@ -12,6 +12,8 @@ const INVALID_PAGE =
   'Login failed: this sign-in link is invalid, has expired or was already used.\nGo back to the application and sign in again.\n';
 const UNVERIFIED_PAGE = 'Your account cannot be used here: its email address is not verified at the identity provider.\nVerify it there, then sign in again.\n';
 const SINGLE_PARAMS = ['state', 'code', 'iss', 'error'];
+const TOO_LARGE_PAGE =
+  'Login failed: your session is too large to keep in a cookie (usually: very many groups).\nAsk the operator to set session.store: redis, or session.minimal: true.\n';
 
 /**
  * The redirect back from the IdP, on a provider's `callbackPath` (several providers may share one path: the login
@@ -124,6 +126,13 @@ export async function handleCallback(
     await endPreviousSession(ctx, cookies, built.session.provider, built.session.subject);
     sessionCookies = await ctx.store.save(built.session, undefined);
   } catch (err) {
+    if (err instanceof RangeError) {
+      // The cookie store's chunk limit (chunkCount): an IdP sending hundreds of groups, or the same groups in two
+      // claims (Keycloak's full-path mapper beside the plain one). A 503 would read as an outage and invite retries.
+      provider.count('callback_error');
+      ctx.logger.error({ provider: provider.name, user: built.session.identity.user, detail: err.message }, 'session too large for the cookie store');
+      return textReply(500, 'internal_error', TOO_LARGE_PAGE, { setCookies: clear, detail: err.message });
+    }
     if (!(err instanceof StoreUnavailableError)) throw err;
     provider.count('callback_error');
     return unavailable('store_unavailable', ctx.errorStatus, { detail: 'session store unavailable at login', setCookies: clear });

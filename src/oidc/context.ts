@@ -1,6 +1,7 @@
 import type { HeaderOption } from '../decision/types.js';
 import type { SessionConfig } from '../config/schema.js';
 import type { LoginStateCookies } from '../session/login-state.js';
+import type { SessionRevocations } from '../session/revocations.js';
 import type { SessionData, SessionStore } from '../session/types.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { OidcProvider } from './provider.js';
@@ -10,6 +11,8 @@ import type { RedirectGuard } from './redirect-target.js';
 export interface FlowContext {
   readonly session: SessionConfig;
   readonly store: SessionStore;
+  /** Sessions ended here that no copy of their cookie may bring back. */
+  readonly revocations: SessionRevocations;
   readonly loginState: LoginStateCookies;
   readonly guard: RedirectGuard;
   readonly providers: ReadonlyMap<string, OidcProvider>;

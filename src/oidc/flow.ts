@@ -19,6 +19,7 @@ import { handleLogout } from './logout.js';
 import { OidcProvider, type RetryOptions } from './provider.js';
 import { RedirectGuard } from './redirect-target.js';
 import { SessionResolver, type SessionEntry } from './session-check.js';
+import { SessionRevocations } from '../session/revocations.js';
 
 /** What the wiring passes in; everything long-lived the flow needs is built here once. */
 export interface OidcBrowserFlowDeps {
@@ -90,6 +91,7 @@ export class OidcBrowserFlow implements BrowserFlow {
     this.ctx = {
       session,
       store: deps.store,
+      revocations: new SessionRevocations(session.absoluteTimeoutSeconds),
       loginState: deps.loginState,
       guard: new RedirectGuard(session.allowedRedirectHosts),
       providers: this.byName,
@@ -128,10 +130,13 @@ export class OidcBrowserFlow implements BrowserFlow {
 
     let entry: SessionEntry;
     try {
-      entry =
-        read.status === 'ok'
-          ? await this.cache.getOrLoad(DecisionCache.key(read.value), () => this.resolver.resolve(cookies))
-          : await this.resolver.resolve(cookies);
+      const key = read.status === 'ok' ? DecisionCache.key(read.value) : undefined;
+      entry = key !== undefined ? await this.cache.getOrLoad(key, () => this.resolver.resolve(cookies)) : await this.resolver.resolve(cookies);
+      // A cached answer for a copy of a session logged out since (an older cookie of it): the resolver ends it.
+      if (entry.kind === 'session' && this.ctx.revocations.isRevoked(entry.revocation)) {
+        this.cache.delete(key!);
+        entry = await this.resolver.resolve(cookies);
+      }
     } catch (err) {
       if (!(err instanceof StoreUnavailableError)) throw err;
       return { kind: 'decision', decision: unavailable('store_unavailable', this.ctx.errorStatus, { detail: 'session store unavailable' }) };
@@ -170,7 +175,7 @@ export class OidcBrowserFlow implements BrowserFlow {
   async backchannelLogout(providerName: string, formBody: string): Promise<BackchannelResponse> {
     const provider = this.byName.get(providerName);
     if (provider === undefined) {
-      return { status: 404, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: 'Not Found\n', detail: 'unknown provider' };
+      return { status: 404, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: 'Not Found\n', detail: 'unknown provider', outcome: 'invalid' };
     }
     return this.backchannel.handle(provider, formBody);
   }

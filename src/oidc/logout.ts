@@ -7,11 +7,14 @@ import type { FlowContext } from './context.js';
 import { crossSiteSignal } from './cross-site.js';
 import type { OidcProvider } from './provider.js';
 import { RedirectGuard } from './redirect-target.js';
+import { revokeRefreshToken } from './revoke.js';
 import { wantsJson } from './request-kind.js';
 
 /**
  * RP-initiated logout on `session.logoutPaths` (GET and POST): the session is destroyed server-side (the Redis
- * store deletes it, so a copied cookie stops working) and every cookie chunk is expired; then the browser goes to
+ * store deletes it, so a copied cookie stops working), put on the revocation list (so no copy of a cookie session
+ * comes back either), its refresh token is revoked at the IdP (RFC 7009; not awaited, so an IdP that hangs cannot
+ * hold the logout), and every cookie chunk is expired; then the browser goes to
  * the provider's `end_session_endpoint` with `id_token_hint` and `post_logout_redirect_uri` so the IdP session ends
  * too, or straight to `postLogoutRedirect` when the provider has no such endpoint (or is not discovered: the local
  * logout must never wait for the IdP). `postLogoutRedirect` passes the redirect rules and is made absolute on the
@@ -42,6 +45,8 @@ export async function handleLogout(
     provider = ctx.providers.get(loaded.session.provider) ?? fallback;
     idToken = loaded.session.idToken;
     clear = await ctx.store.destroy(loaded.handle);
+    ctx.revocations.revokeSession(loaded.session);
+    void revokeRefreshToken(provider, loaded.session, ctx.logger);
     ctx.logger.info({ provider: provider.name, user: loaded.session.identity.user }, 'logout');
   } else if (loaded.status === 'invalid') {
     clear = loaded.clear;

@@ -17,8 +17,18 @@ export const PROVIDER_EVENTS = [
   'refresh_error',
   'logout',
   'backchannel_logout',
+  'revoke_ok',
+  'revoke_error',
 ] as const;
 export type ProviderEvent = (typeof PROVIDER_EVENTS)[number];
+
+/**
+ * Outcomes of a back-channel logout token, `oidc_ext_authz_backchannel_logouts_total{provider, outcome}`: `matched`
+ * (sessions ended), `no_session` (valid, but no session of ours), `listed` (valid; the cookie store cannot search its
+ * sessions, so the sid/sub went on the revocation list), `invalid` (refused), `unavailable` (store down, 503).
+ */
+export const BACKCHANNEL_OUTCOMES = ['matched', 'no_session', 'listed', 'invalid', 'unavailable'] as const;
+export type BackchannelOutcome = (typeof BACKCHANNEL_OUTCOMES)[number];
 
 /** Discovery retry schedule: exponential from `initialMs`, capped at `maxMs`, with +-20% jitter. */
 export interface RetryOptions {
@@ -64,6 +74,7 @@ export class OidcProvider {
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly events = new Map<ProviderEvent, CounterChild>();
+  private readonly backchannel = new Map<BackchannelOutcome, CounterChild>();
   private readonly logger: Logger;
   private readonly retry: RetryOptions;
 
@@ -75,6 +86,7 @@ export class OidcProvider {
     const ca = config.caFile === undefined ? undefined : readFileSync(config.caFile, 'utf8');
     this.fetch = deps.fetch ?? createIdpFetch({ ca });
     for (const event of PROVIDER_EVENTS) this.events.set(event, deps.metrics.providerEvents.child({ provider: config.name, event }));
+    for (const outcome of BACKCHANNEL_OUTCOMES) this.backchannel.set(outcome, deps.metrics.backchannelLogouts.child({ provider: config.name, outcome }));
   }
 
   /** The discovered configuration, or undefined until discovery has succeeded. */
@@ -97,6 +109,10 @@ export class OidcProvider {
 
   count(event: ProviderEvent): void {
     this.events.get(event)!.inc();
+  }
+
+  countBackchannel(outcome: BackchannelOutcome): void {
+    this.backchannel.get(outcome)!.inc();
   }
 
   /** Runs discovery now; on failure keeps retrying in the background. Resolves after the first attempt. */

@@ -3,10 +3,12 @@ import { ENTRY_OVERHEAD_BYTES, identityBytes, type Cacheable } from '../check/ca
 import { unavailable } from '../decision/local-reply.js';
 import type { Decision, HeaderOption } from '../decision/types.js';
 import type { Identity } from '../identity/types.js';
+import type { RevocationSubject } from '../session/revocations.js';
 import type { SessionData, SessionHandle } from '../session/types.js';
 import { allowedSetCookies, nowSeconds, refreshDueAt, type FlowContext } from './context.js';
 import type { LoginReason } from './login.js';
 import { refreshSession } from './refresh.js';
+import { revokeRefreshToken } from './revoke.js';
 
 /**
  * The cookie is re-issued (sliding session) once `lastSeenAt` is older than this fraction of the idle timeout.
@@ -32,6 +34,8 @@ export type SessionEntry = Cacheable &
         provider: string;
         identity: Identity;
         idToken: string | undefined;
+        /** What a later logout of this session is matched against (SessionRevocations). */
+        revocation: RevocationSubject;
         /** Set-Cookie lines (append=true) for the allowed response: the slid or refreshed session. */
         responseHeaders: readonly HeaderOption[];
         memo: AllowMemo;
@@ -63,6 +67,13 @@ export class SessionResolver {
     if (loaded.status === 'invalid') return login(loaded.expired ? 'session_expired' : 'session_invalid', loaded.clear);
 
     let { session, handle } = loaded;
+    if (ctx.revocations.isRevoked(session)) {
+      // Logged out here (or by the IdP's back-channel) already: a copy of the cookie must not bring the session back,
+      // nor refresh it. Its refresh token, which only this cookie may hold, is revoked too (best effort).
+      const provider = ctx.providers.get(session.provider);
+      if (provider !== undefined) void revokeRefreshToken(provider, session, ctx.logger);
+      return login('session_invalid', await ctx.store.destroy(handle));
+    }
     const provider = ctx.providers.get(session.provider);
     if (provider === undefined || provider.issuer !== session.issuer) {
       // The provider was removed or now points at another issuer: its sessions are not ours to honour any more.
@@ -127,6 +138,7 @@ export class SessionResolver {
       provider: session.provider,
       identity,
       idToken: session.idToken,
+      revocation: { provider: session.provider, subject: session.subject, createdAt: session.createdAt, sid: session.sid, sessionId: session.sessionId },
       responseHeaders: allowedSetCookies(setCookies),
       memo: {},
       expiresAt,

@@ -1,7 +1,9 @@
+import { randomBytes } from 'node:crypto';
 import * as client from 'openid-client';
 import { identityFromClaims, type ClaimsFailureCode } from '../identity/claims.js';
 import type { Identity } from '../identity/types.js';
 import type { SessionData } from '../session/types.js';
+import { timeClaimsFailure } from '../token/time-claims.js';
 import { classifyIdpError, type IdpFailure, type OidcProvider } from './provider.js';
 
 /** Claims that come from the ID token only: userinfo can add profile claims but never replace these. */
@@ -20,7 +22,7 @@ export type SessionBuild =
 
 /**
  * The session a token response stands for. Claims are the validated ID token's (openid-client checked signature,
- * iss, aud, azp, exp, iat and, at login, nonce), plus the userinfo response when the provider is configured for it
+ * iss, aud, azp and, at login, nonce; `exp`, `nbf` and `iat` are checked here against the clock tolerance), plus the userinfo response when the provider is configured for it
  * (openid-client checks its `sub` equals the ID token's). The identity comes from `identityFromClaims` with the
  * provider's claim mapping, the same mapping code bearer tokens use.
  *
@@ -38,6 +40,12 @@ export async function buildSession(
   const subject = (idClaims?.sub as string | undefined) ?? previous?.subject;
   const issuer = (idClaims?.iss as string | undefined) ?? previous?.issuer;
   if (typeof subject !== 'string' || typeof issuer !== 'string') return { ok: false, kind: 'identity', code: 'claims', detail: 'no ID token in the token response' };
+  if (idClaims !== undefined) {
+    // openid-client checks exp and nbf, never iat. Same rule as bearer tokens, on the clock openid-client validates
+    // with (system time), so both verdicts on one token agree.
+    const times = timeClaimsFailure(idClaims, Math.floor(Date.now() / 1000), provider.config.clockToleranceSeconds);
+    if (times !== undefined) return { ok: false, kind: 'idp', failure: { kind: 'rejected', source: 'validation', error: 'id_token_time', detail: `ID token: ${times.detail}` } };
+  }
 
   let claims: Record<string, unknown> | undefined = idClaims;
   if (provider.config.userinfo && tokens.access_token) {
@@ -74,6 +82,10 @@ export async function buildSession(
     createdAt: previous?.createdAt ?? nowSec,
     lastSeenAt: nowSec,
   };
+  // 128 random bits per login (a new one after every login: fixation), kept through refreshes; a session sealed
+  // before ids existed keeps matching revocations by subject and login time.
+  const sessionId = previous === undefined ? randomBytes(16).toString('base64url') : previous.sessionId;
+  if (sessionId !== undefined) session.sessionId = sessionId;
   const idToken = tokens.id_token ?? previous?.idToken;
   const refreshToken = tokens.refresh_token ?? previous?.refreshToken;
   if (idToken !== undefined) session.idToken = idToken;

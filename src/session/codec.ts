@@ -24,6 +24,8 @@ interface Encoded {
   c: number;
   l: number;
   d?: string;
+  /** sessionId */
+  k?: string;
 }
 
 /** Serializes a session; `withTokens: false` drops the ID, access and refresh tokens (cookie store `minimal`). */
@@ -47,6 +49,7 @@ export function encodeSession(session: SessionData, withTokens: boolean): Buffer
     c: session.createdAt,
     l: session.lastSeenAt,
     d: session.sid,
+    k: session.sessionId,
   };
   return Buffer.from(JSON.stringify(encoded), 'utf8');
 }
@@ -65,7 +68,7 @@ export function decodeSession(bytes: Buffer): SessionData | undefined {
   if (
     e === null || typeof e !== 'object' || e.v !== 1 ||
     !str(e.p) || !str(e.i) || !str(e.s) || !str(e.u) || !Array.isArray(e.g) || !e.g.every(str) ||
-    !optStr(e.e) || !optStr(e.n) || !optStr(e.is) || !optStr(e.ip) || !optStr(e.it) || !optStr(e.at) || !optStr(e.rt) || !optStr(e.d) ||
+    !optStr(e.e) || !optStr(e.n) || !optStr(e.is) || !optStr(e.ip) || !optStr(e.it) || !optStr(e.at) || !optStr(e.rt) || !optStr(e.d) || !optStr(e.k) ||
     !num(e.x) || !num(e.c) || !num(e.l)
   ) {
     return undefined;
@@ -90,6 +93,7 @@ export function decodeSession(bytes: Buffer): SessionData | undefined {
   if (e.at !== undefined) session.accessToken = e.at;
   if (e.rt !== undefined) session.refreshToken = e.rt;
   if (e.d !== undefined) session.sid = e.d;
+  if (e.k !== undefined) session.sessionId = e.k;
   return session;
 }
 

@@ -71,8 +71,8 @@ export class CookieSessionStore implements SessionStore {
     return names.map((n) => expireCookie(n, this.opts));
   }
 
-  async destroyBySid(): Promise<boolean> {
-    return false;
+  async destroyBySid(): Promise<undefined> {
+    return undefined;
   }
 
   async withRefreshLock<T>(handle: SessionHandle, fn: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }> {

@@ -138,14 +138,21 @@ export class RedisSessionStore implements SessionStore {
     return names.map((n) => expireCookie(n, this.opts));
   }
 
-  /** Deletes every session indexed under this provider and `sid` (or `sub`, for logout tokens without a sid). */
-  async destroyBySid(provider: string, sid: string): Promise<boolean> {
+  /** Deletes every session indexed under this provider and `sid` (or `sub`, for logout tokens without a sid); returns those that opened. */
+  async destroyBySid(provider: string, sid: string): Promise<SessionData[]> {
     const indexes = [this.indexKey(provider, 'sid', sid), this.indexKey(provider, 'sub', sid)];
     const members = await this.command(() => Promise.all(indexes.map((index) => this.client.smembers(index))));
-    const keys = [...new Set(members.flat())].map((hash) => this.sessionKey(hash));
+    const hashes = [...new Set(members.flat())];
+    const values = await this.command(() => Promise.all(hashes.map((hash) => this.client.get(this.sessionKey(hash)))));
     // One key per DEL: in a cluster the keys live in different slots.
-    await this.command(() => Promise.all([...keys, ...indexes].map((k) => this.client.del(k))));
-    return true;
+    await this.command(() => Promise.all([...hashes.map((h) => this.sessionKey(h)), ...indexes].map((k) => this.client.del(k))));
+    const ended: SessionData[] = [];
+    values.forEach((stored, i) => {
+      const plaintext = stored === null ? undefined : this.keyRing.unseal(stored, sessionPurpose(hashes[i]!));
+      const session = plaintext && decodeSession(plaintext);
+      if (session) ended.push(session);
+    });
+    return ended;
   }
 
   async withRefreshLock<T>(handle: SessionHandle, fn: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }> {

@@ -20,6 +20,11 @@ export interface SessionData {
   lastSeenAt: number;
   /** OIDC `sid` from the ID token, for back-channel logout. */
   sid?: string;
+  /**
+   * Random id of this login, kept across slides and refreshes: what a logout puts on the revocation list so that
+   * no copy of the session's cookie comes back (SessionRevocations). Absent in sessions sealed before it existed.
+   */
+  sessionId?: string;
 }
 
 /** Result of reading the session out of a request's cookies. */
@@ -67,8 +72,11 @@ export interface SessionStore {
   save(session: SessionData, previous: SessionHandle | undefined): Promise<string[]>;
   /** Ends the session server-side (where there is a server side) and returns Set-Cookie lines clearing every chunk. */
   destroy(handle: SessionHandle | undefined): Promise<string[]>;
-  /** Ends every session of this provider `sid` or `sub` (back-channel logout); false when the store cannot (cookie store). */
-  destroyBySid(provider: string, sid: string): Promise<boolean>;
+  /**
+   * Ends every session of this provider `sid` or `sub` (back-channel logout) and returns them (their refresh tokens
+   * get revoked, their count is the metric); undefined when the store has no server side to search (cookie store).
+   */
+  destroyBySid(provider: string, sid: string): Promise<SessionData[] | undefined>;
   /**
    * Runs `fn` while holding the refresh lock of this session, so a rotating refresh token is used once.
    * In one process, concurrent callers for the same session share one run and its value. Across replicas (Redis),

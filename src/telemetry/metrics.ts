@@ -112,6 +112,7 @@ export class Metrics {
   readonly cache = new Counter('oidc_ext_authz_cache_events_total', 'Decision cache hits, misses and evictions.');
   readonly jwksFetches = new Counter('oidc_ext_authz_jwks_fetches_total', 'JWKS fetches by issuer and outcome.');
   readonly providerEvents = new Counter('oidc_ext_authz_oidc_events_total', 'OIDC login, callback, refresh and logout events.');
+  readonly backchannelLogouts = new Counter('oidc_ext_authz_backchannel_logouts_total', 'Back-channel logout tokens by outcome (matched, no_session, listed, invalid, unavailable).');
   private readonly gauges: Gauge[] = [];
 
   /** Registers a scrape-time gauge. */
@@ -121,7 +122,7 @@ export class Metrics {
 
   /** Prometheus text exposition format 0.0.4. */
   render(): string {
-    return [this.checkDuration, this.decisions, this.cache, this.jwksFetches, this.providerEvents, ...this.gauges]
+    return [this.checkDuration, this.decisions, this.cache, this.jwksFetches, this.providerEvents, this.backchannelLogouts, ...this.gauges]
       .map((m) => m.render())
       .join('');
   }

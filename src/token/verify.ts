@@ -7,6 +7,8 @@ import type { Identity } from '../identity/types.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { AsymmetricAlg } from './key-set.js';
 import { RemoteJwks } from './remote-jwks.js';
+import { timeClaimsFailure } from './time-claims.js';
+import { normalizeTyp, tokenKind, type TokenKind } from './token-kind.js';
 
 /** What `verify` answers. It never throws for a bad token. */
 export type VerifyOutcome =
@@ -19,6 +21,11 @@ export interface BearerVerifierDeps {
   /** Called once per JWKS fetch attempt, for metrics. */
   onFetch?: (issuer: string, outcome: 'ok' | 'error') => void;
   logger?: Logger;
+  /**
+   * The OIDC login clients (`providers[]`): a token whose `aud` is exactly one of their client ids, from their issuer,
+   * is an ID token (see tokenKind).
+   */
+  loginClients?: readonly { issuer: string; clientId: string }[];
 }
 
 /** Readiness detail per issuer (for /readyz and logs). */
@@ -44,6 +51,9 @@ interface Issuer {
   /** Normalised `typ` values (RFC 7515 section 4.1.9), or undefined when any type is accepted. */
   readonly types: ReadonlySet<string> | undefined;
   readonly audiences: ReadonlySet<string>;
+  readonly kinds: ReadonlySet<TokenKind>;
+  /** Client ids of the login clients of this issuer. */
+  readonly loginClientIds: ReadonlySet<string>;
 }
 
 type Failure = Extract<VerifyOutcome, { ok: false }>;
@@ -54,8 +64,8 @@ const fail = (reason: Reason, detail: string): Failure => ({ ok: false, reason, 
  *
  * Order of work, cheapest first, so garbage never costs a key fetch or a signature check: size and shape ->
  * header (`alg` not none/HMAC) -> unverified `iss` picks exactly one configured issuer -> `alg` in that issuer's
- * allow-list -> `typ` -> token-type confusion (logout tokens) -> unverified `exp` -> key by kid from that issuer's
- * own JWKS (jku, x5u, jwk and x5c headers are never looked at) -> `crit` refused -> signature (node:crypto, see
+ * allow-list -> `typ` -> token-type confusion (logout tokens; the token kind, see tokenKind, must be in the issuer's
+ * `tokenKinds`) -> unverified `exp` -> key by kid from that issuer's own JWKS (jku, x5u, jwk and x5c headers are never looked at) -> `crit` refused -> signature (node:crypto, see
  * signatureValid) -> iss, aud, sub, exp, nbf, iat (claimsFailure) -> claims to identity.
  *
  * `azp` is deliberately not checked against the audiences: that is an ID-token rule for the client that asked for the
@@ -95,6 +105,8 @@ export class BearerVerifier {
         algorithms: new Set(config.algorithms),
         types: config.allowedTypes ? new Set(config.allowedTypes.map(normalizeTyp)) : undefined,
         audiences: new Set(config.audiences),
+        kinds: new Set(config.tokenKinds),
+        loginClientIds: new Set((deps.loginClients ?? []).filter((c) => c.issuer === config.issuer).map((c) => c.clientId)),
       });
     }
   }
@@ -151,6 +163,8 @@ export class BearerVerifier {
     }
     // OIDC Back-Channel Logout 1.0 section 2.4: a logout token carries this event; it is never an access credential.
     if (isLogoutToken(claims)) return fail('bearer_invalid', 'back-channel logout token');
+    const kind = tokenKind(header, claims, issuer.loginClientIds);
+    if (!issuer.kinds.has(kind)) return fail('bearer_invalid', `${kind === 'id' ? 'an ID token' : 'an access token'} is not accepted for issuer ${name} (tokenKinds)`);
     // Unverified, so only used to refuse early: an expired token must not cost a key fetch.
     const tolerance = issuer.config.clockToleranceSeconds;
     if (typeof claims.exp !== 'number') return fail('bearer_claims', 'missing or non-numeric exp');
@@ -209,26 +223,20 @@ const SIGNATURE_PARAMS: Record<string, { hash: string | null; options: object }>
 
 /**
  * The registered claims, after the signature (RFC 7519 section 4.1, RFC 8725 section 3.8/3.9): `iss` exactly this
- * issuer, `aud` one of the configured audiences, `sub` present, `exp` in the future and `nbf` in the past (both
- * within the clock tolerance), `iat` numeric when present. `exp` and `sub` are required of every bearer token: no
- * `exp` means a credential that never dies (RFC 8725 and our baseline), and `sub` is the subject every access-token
- * profile carries (RFC 9068 section 2.2, Kubernetes ServiceAccount tokens included) and what `Identity.subject` holds.
+ * issuer, `aud` one of the configured audiences, `sub` present, and the time claims (timeClaimsFailure: `exp`,
+ * `nbf` and `iat` against the clock tolerance). `exp` and `sub` are required of every bearer token: no `exp` means a
+ * credential that never dies (RFC 8725 and our baseline), and `sub` is the subject every access-token profile carries
+ * (RFC 9068 section 2.2, Kubernetes ServiceAccount tokens included) and what `Identity.subject` holds.
  */
 function claimsFailure(claims: Record<string, unknown>, issuer: Issuer, now: number): Failure | undefined {
   const { config } = issuer;
-  const tolerance = config.clockToleranceSeconds;
   if (claims.iss !== config.issuer) return fail('bearer_claims', 'unexpected "iss" claim value');
   const aud = claims.aud;
   const audiences = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : [];
   if (!audiences.some((a) => typeof a === 'string' && issuer.audiences.has(a))) return fail('bearer_audience', 'unexpected "aud" claim value');
   if (typeof claims.sub !== 'string' || claims.sub.length === 0) return fail('bearer_claims', 'missing required "sub" claim');
-  if (typeof claims.exp !== 'number' || !Number.isFinite(claims.exp)) return fail('bearer_claims', '"exp" claim must be a number');
-  if (claims.exp <= now - tolerance) return fail('bearer_expired', '"exp" claim timestamp check failed');
-  if (claims.nbf !== undefined) {
-    if (typeof claims.nbf !== 'number' || !Number.isFinite(claims.nbf)) return fail('bearer_claims', '"nbf" claim must be a number');
-    if (claims.nbf > now + tolerance) return fail('bearer_claims', '"nbf" claim timestamp check failed');
-  }
-  if (claims.iat !== undefined && (typeof claims.iat !== 'number' || !Number.isFinite(claims.iat))) return fail('bearer_claims', '"iat" claim must be a number');
+  const times = timeClaimsFailure(claims, now, config.clockToleranceSeconds);
+  if (times !== undefined) return fail(times.code === 'expired' ? 'bearer_expired' : 'bearer_claims', times.detail);
   return undefined;
 }
 
@@ -245,10 +253,4 @@ function decodeSegment(segment: string): Record<string, unknown> | undefined {
 function isLogoutToken(claims: Record<string, unknown>): boolean {
   const events = claims.events;
   return typeof events === 'object' && events !== null && Object.hasOwn(events, LOGOUT_EVENT);
-}
-
-/** RFC 7515 section 4.1.9: case-insensitive media type whose "application/" prefix may be left out. */
-function normalizeTyp(typ: string): string {
-  const t = typ.toLowerCase();
-  return t.includes('/') ? t : `application/${t}`;
 }

@@ -52,6 +52,8 @@ export interface DexOptions {
   clientSecret?: string;
   /** Dex `expiry.idTokens` (also the access tokens' lifetime). Default 10m. */
   idTokens?: string;
+  /** More static clients (id, secret), e.g. one whose tokens carry another audience. */
+  moreClients?: { id: string; secret: string }[];
 }
 
 /**
@@ -69,7 +71,8 @@ export async function startDex(binary: string, options: DexOptions): Promise<Tes
     storage: { type: 'memory' },
     web: { http: `127.0.0.1:${port}` },
     logger: { level: 'debug', format: 'json' },
-    oauth2: { skipApprovalScreen: true, responseTypes: ['code'] },
+    // passwordConnector: the password grant (machine clients with a user's credentials) against the local DB.
+    oauth2: { skipApprovalScreen: true, responseTypes: ['code'], passwordConnector: 'local' },
     expiry: {
       idTokens: options.idTokens ?? '10m',
       authRequests: '10m',
@@ -80,7 +83,10 @@ export async function startDex(binary: string, options: DexOptions): Promise<Tes
     },
     enablePasswordDB: true,
     staticPasswords: [{ email: DEX_USER.email, hash: DEX_USER.hash, username: DEX_USER.username, userID: DEX_USER.userID }],
-    staticClients: [{ id: clientId, name: 'Kubeflow', secret: clientSecret, redirectURIs: options.redirectURIs }],
+    staticClients: [
+      { id: clientId, name: 'Kubeflow', secret: clientSecret, redirectURIs: options.redirectURIs },
+      ...(options.moreClients ?? []).map((c) => ({ id: c.id, name: c.id, secret: c.secret, redirectURIs: [] })),
+    ],
   };
   const dir = mkdtempSync(join(tmpdir(), 'oidc-ext-authz-dex-'));
   const configPath = join(dir, 'config.yaml');

@@ -37,6 +37,8 @@ export interface StackOptions {
   gatewayPort?: number;
   /** Collects every log line of every replica at debug level (instead of OIDC_TEST_LOG / silent). */
   logs?: string[];
+  /** Bearer issuers (`issuers` config). */
+  issuers?: unknown[];
   /** The gateways serve https (HTTP/2 or HTTP/1.1) with this CA's certificate; `base` is then https. */
   tls?: TestCa;
   /** The Envoy semantics of every gateway (default: EMULATOR_ENVOY, else 1.36). */
@@ -92,6 +94,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const config = parseConfig({
     server: { grpc: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } },
     log: { level: 'silent' },
+    ...(options.issuers !== undefined ? { issuers: options.issuers } : {}),
     providers: [
       {
         name: 'corp',
