@@ -51,7 +51,8 @@ HELM_VERSION=v4.3.1
 OPA_ENVOY_MOD=github.com/open-policy-agent/opa-envoy-plugin
 OPA_ENVOY_VERSION=v1.14.1-envoy
 
-APT_PACKAGES=(redis-server chromium nghttp2-client)
+# redis-sentinel is its own Debian package (the sentinel topology tests run it).
+APT_PACKAGES=(redis-server redis-sentinel chromium nghttp2-client)
 GO_TOOLS=(ghz dex oauth2-proxy kustomize helm opa-envoy-plugin)
 # Tools whose failure is reported but does not fail the script.
 OPTIONAL_TOOLS=" opa-envoy-plugin "
@@ -86,7 +87,7 @@ SKIPPED=()
 first_line() { "$@" 2>&1 | head -n1 || true; }
 
 install_apt() {
-  if command -v redis-server >/dev/null && [ -x /usr/bin/chromium ] && command -v h2load >/dev/null; then
+  if command -v redis-server >/dev/null && command -v redis-sentinel >/dev/null && [ -x /usr/bin/chromium ] && command -v h2load >/dev/null; then
     :
   else
     local sudo=()
@@ -113,6 +114,7 @@ install_apt() {
     echo "apt: installed ${APT_PACKAGES[*]} in $((SECONDS - t0))s"
   fi
   echo "redis-server $(first_line redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p') ($(command -v redis-server))"
+  echo "redis-sentinel $(first_line redis-sentinel --version | sed -n 's/.* v=\([^ ]*\).*/\1/p') ($(command -v redis-sentinel))"
   # Debian's chromium wrapper may print a shell warning before the version.
   echo "chromium $(/usr/bin/chromium --version 2>/dev/null | awk '/Chromium/ {print $2; exit}') (/usr/bin/chromium)"
   echo "h2load $(first_line h2load --version | awk '{print $NF}' | sed 's#.*/##') ($(command -v h2load))"
