@@ -21,6 +21,8 @@ interface RedisBackend {
   flush(): Promise<void>;
   /** Standalone only: the whole Redis goes away and comes back empty (failover of the topologies has its own test). */
   outage?: TestRedis;
+  /** Replicas behind each master. */
+  replicas: number;
 }
 
 const [redis, sentinel, cluster] = await Promise.all([startRedis(), startSentinel(), startCluster()]);
@@ -39,9 +41,10 @@ const standalone: RedisBackend | undefined = redis && {
   },
   flush: () => redis.flush(),
   outage: redis,
+  replicas: 0,
 };
 const topology = (t: RedisTopology | undefined): RedisBackend | undefined =>
-  t && { config: t.config, client: () => t.client(), keys: (pattern) => t.keys(pattern), flush: () => t.flush() };
+  t && { config: t.config, client: () => t.client(), keys: (pattern) => t.keys(pattern), flush: () => t.flush(), replicas: 1 };
 
 const T0 = 1_700_000_000_000;
 const K1 = randomBytes(32);
@@ -69,7 +72,7 @@ function configFor(backend: RedisBackend | undefined, extra: Record<string, unkn
     idleTimeoutSeconds: 1800,
     ...extra,
   };
-  if (backend) session.redis = { ...backend.config, keyPrefix: prefix, commandTimeoutMs: 200 };
+  if (backend) session.redis = { ...backend.config, keyPrefix: prefix, commandTimeoutMs: 200, ...(extra.redis as object) };
   return parseConfig({ session }).session!;
 }
 
@@ -497,6 +500,26 @@ function contract(backend?: RedisBackend) {
       expectInvalid(await store.load(jar.cookies));
       const fresh = await login(store);
       expectOk(await store.load(fresh.cookies));
+    });
+
+    it(`with waitReplicas, a write counts only once the replicas have it (${backend!.replicas} here)`, async () => {
+      const enough = backend!.replicas;
+      if (enough > 0) {
+        const store = await make({ session: { redis: { waitReplicas: enough, waitTimeoutMs: 150 } } });
+        const jar = await login(store);
+        const load = await store.load(jar.cookies);
+        expectOk(load);
+        await store.destroy(load.handle);
+        expectInvalid(await store.load(jar.cookies));
+      }
+      // One replica more than there are: WAIT answers too few in time, the login is not acknowledged (no cookie).
+      const strict = await make({ session: { redis: { waitReplicas: enough + 1, waitTimeoutMs: 50 } } });
+      const error = await strict.save(sampleSession(nowMs), undefined).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(error).toBeInstanceOf(StoreUnavailableError);
+      expect((error as Error).message).toBe(`redis: write reached ${enough} of ${enough + 1} replicas within 50 ms`);
     });
 
     it('treats sessions lost to a FLUSHALL as invalid', async () => {
