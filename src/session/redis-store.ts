@@ -37,7 +37,7 @@ export interface RedisSessionStoreDeps {
   onError?: (err: Error) => void;
   /** Lock lifetime, bounding a crashed holder. Default 10 s. */
   lockTtlMs?: number;
-  /** How long a caller waits for another replica's refresh before `{ ran: false }`. Default 5 s. */
+  /** How long a caller waits for another replica's refresh before `{ ran: false }`. Default 1 s. */
   lockWaitMs?: number;
   /** Lifetime of the "done" marker after a successful refresh. Default 10 s. */
   refreshGraceMs?: number;
@@ -86,7 +86,9 @@ export class RedisSessionStore implements SessionStore {
     this.prefix = config.redis.keyPrefix;
     this.now = deps.now ?? Date.now;
     this.lockTtlMs = deps.lockTtlMs ?? 10_000;
-    this.lockWaitMs = deps.lockWaitMs ?? 5_000;
+    // Below the mesh's ext_authz timeout (2 s): Envoy gives up on a longer wait, and a caller that stops waiting
+    // serves the session it has while its tokens are valid.
+    this.lockWaitMs = deps.lockWaitMs ?? 1_000;
     this.refreshGraceMs = deps.refreshGraceMs ?? 10_000;
     this.waitReplicas = config.redis.waitReplicas;
     this.waitTimeoutMs = config.redis.waitTimeoutMs;
@@ -167,7 +169,8 @@ export class RedisSessionStore implements SessionStore {
       try {
         value = await fn();
       } catch (err) {
-        await this.release(key, token, 0);
+        // Not awaited: the answer (an error) must not wait on a Redis that may be the reason; the TTL bounds the lock.
+        void this.release(key, token, 0);
         throw err;
       }
       await this.release(key, token, this.refreshGraceMs);
