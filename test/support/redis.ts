@@ -15,6 +15,9 @@ export interface TestRedis {
   restart(): Promise<void>;
   /** FLUSHALL. */
   flush(): Promise<void>;
+  /** SIGSTOP / SIGCONT: connections stay open and nothing answers, as behind a black-holed network. */
+  freeze(): void;
+  thaw(): void;
 }
 
 const MISSING = 'redis-server not found: install it with `apt-get install -y redis-server` (or `bash scripts/install-tools.sh apt`)';
@@ -47,6 +50,8 @@ export async function startRedis(): Promise<TestRedis | undefined> {
       await stop();
       await start();
     },
+    freeze: () => child?.kill('SIGSTOP'),
+    thaw: () => child?.kill('SIGCONT'),
     async flush() {
       const reply = await send(port, '*1\r\n$8\r\nFLUSHALL\r\n');
       if (!reply.startsWith('+OK')) throw new Error(`FLUSHALL: ${reply}`);
