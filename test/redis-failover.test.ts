@@ -151,8 +151,10 @@ async function failover(start: () => Promise<RedisTopology | undefined>, skip: (
   const latencies: number[] = [];
   let checks = 0;
   let running = true;
+  // Also ends the load if the test fails or times out half-way, so it cannot outlive the test.
+  const hardStop = Date.now() + 90_000;
   const worker = async (w: number) => {
-    for (let i = w; running; i += WORKERS) {
+    for (let i = w; running && Date.now() < hardStop; i += WORKERS) {
       const session = sessions[i % sessions.length]!;
       const sent = Date.now();
       let r: RawResponse;
@@ -161,6 +163,7 @@ async function failover(start: () => Promise<RedisTopology | undefined>, skip: (
         r = await client.send(session.request, MESH_TIMEOUT_MS);
       } catch (err) {
         failures.push(`check ${i}: rpc error ${(err as Error).message}`);
+        await sleep(PAUSE_MS);
         continue;
       }
       const took = Date.now() - sent;
@@ -182,6 +185,10 @@ async function failover(start: () => Promise<RedisTopology | undefined>, skip: (
   };
   const t0 = Date.now();
   const load = Promise.all(Array.from({ length: WORKERS }, (_, w) => worker(w)));
+  cleanups.push(async () => {
+    running = false;
+    await load;
+  });
 
   await sleep(2500);
   // Logouts on each process before the kill: acknowledged (WAIT), so the failover must not bring them back.
@@ -260,7 +267,7 @@ async function failover(start: () => Promise<RedisTopology | undefined>, skip: (
 }
 
 describe('Redis failover under load, three server processes', () => {
-  it('Sentinel: SIGKILL the master, the replica takes over; no allow on error, no acknowledged session or logout lost', (ctx) => failover(startSentinel, () => ctx.skip()), 120_000);
+  it('Sentinel: SIGKILL the master, the replica takes over; no allow on error, no acknowledged session or logout lost', (ctx) => failover(startSentinel, () => ctx.skip()), 180_000);
 
-  it('Cluster: SIGKILL the master of a session slot, its replica takes over; the same guarantees', (ctx) => failover(startCluster, () => ctx.skip()), 120_000);
+  it('Cluster: SIGKILL the master of a session slot, its replica takes over; the same guarantees', (ctx) => failover(startCluster, () => ctx.skip()), 180_000);
 });
