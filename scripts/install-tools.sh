@@ -83,7 +83,8 @@ KEYCLOAK_GAV=org.keycloak:keycloak-quarkus-dist
 KEYCLOAK_VERSION=26.5.6
 MVN_DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
-APT_PACKAGES=(redis-server chromium nghttp2-client)
+# redis-sentinel is its own Debian package (the sentinel topology tests run it).
+APT_PACKAGES=(redis-server redis-sentinel chromium nghttp2-client)
 GO_TOOLS=(ghz dex oauth2-proxy kustomize helm opa-envoy-plugin etcd kube-apiserver)
 # Tools whose failure is reported but does not fail the script.
 OPTIONAL_TOOLS=" opa-envoy-plugin "
@@ -120,7 +121,7 @@ SKIPPED=()
 first_line() { "$@" 2>&1 | head -n1 || true; }
 
 install_apt() {
-  if command -v redis-server >/dev/null && [ -x /usr/bin/chromium ] && command -v h2load >/dev/null; then
+  if command -v redis-server >/dev/null && command -v redis-sentinel >/dev/null && [ -x /usr/bin/chromium ] && command -v h2load >/dev/null; then
     :
   else
     local sudo=()
@@ -147,6 +148,7 @@ install_apt() {
     echo "apt: installed ${APT_PACKAGES[*]} in $((SECONDS - t0))s"
   fi
   echo "redis-server $(first_line redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p') ($(command -v redis-server))"
+  echo "redis-sentinel $(first_line redis-sentinel --version | sed -n 's/.* v=\([^ ]*\).*/\1/p') ($(command -v redis-sentinel))"
   # Debian's chromium wrapper may print a shell warning before the version.
   echo "chromium $(/usr/bin/chromium --version 2>/dev/null | awk '/Chromium/ {print $2; exit}') (/usr/bin/chromium)"
   echo "h2load $(first_line h2load --version | awk '{print $NF}' | sed 's#.*/##') ($(command -v h2load))"

@@ -153,6 +153,15 @@ describe('config validation', () => {
     expect(issues).toEqual([{ path: 'session.keys.0', message: expect.stringMatching(/32 random bytes/) }]);
   });
 
+  it('rejects a Redis WAIT timeout that the command timeout would cut short', () => {
+    const redis = { url: 'redis://127.0.0.1:6379', waitReplicas: 1, waitTimeoutMs: 1000, commandTimeoutMs: 1000 };
+    expect(issuesOf(() => parseConfig({ session: { store: 'redis', keys: [KEY], redis } }, 'c', env()))).toEqual([
+      { path: 'session.redis.waitTimeoutMs', message: expect.stringContaining('below commandTimeoutMs') },
+    ]);
+    const ok = parseConfig({ session: { store: 'redis', keys: [KEY], redis: { ...redis, waitTimeoutMs: 200 } } }, 'c', env());
+    expect(ok.session!.redis).toMatchObject({ waitReplicas: 1, waitTimeoutMs: 200, connectTimeoutMs: 1000 });
+  });
+
   it('reports YAML syntax errors and duplicate keys', () => {
     expect(issuesOf(() => parseConfigText('routes: [\n', 'bad.yaml', env()))[0]!.message).toMatch(/^YAML:/);
     expect(issuesOf(() => parseConfigText('log: {}\nlog: {}\n', 'dup.yaml', env()))[0]!.message).toMatch(/^YAML:/);

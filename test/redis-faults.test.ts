@@ -109,6 +109,28 @@ describe.skipIf(!redis)('Redis faults', () => {
     expect(seen(after)['kubeflow-userid']).toBe('oidc:alice@example.com');
   });
 
+  it('Redis frozen (open connections, no answers): a session check answers 503 within the command timeout, not at the deadline', async () => {
+    skew = 0;
+    const browser = new TestBrowser();
+    await loginAt(browser, stack.base, '/', 'alice', replica.port);
+    expect((await get(browser, '/')).status).toBe(200);
+    redis!.freeze();
+    try {
+      skew = 30; // past the hot-path cache bound, so the check must ask Redis
+      const started = performance.now();
+      const r = await get(browser, '/notebooks/');
+      const ms = performance.now() - started;
+      // The gateway's own ext_authz timeout is 2 s; its failure would not be this 503 with Retry-After.
+      expect(r.status).toBe(503);
+      expect(r.headers['retry-after']).toBe('5');
+      console.info(`frozen Redis: the check answered 503 in ${ms.toFixed(0)} ms (commandTimeoutMs 500, mesh timeout 2000)`);
+    } finally {
+      redis!.thaw();
+    }
+    await until(() => replica.app.ready(), 20_000);
+    expect((await get(browser, '/')).status).toBe(200);
+  });
+
   it('FLUSHALL: a clean re-login (cookie cleared, one trip to the IdP, no loop), API calls get 401, then sessions work', async () => {
     skew = 0;
     const browser = new TestBrowser();

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import fc from 'fast-check';
+import { Cluster, Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
 import type { SessionConfig } from '../src/config/schema.js';
@@ -9,10 +10,41 @@ import { KeyRing } from '../src/session/key-ring.js';
 import { LoginStateCookies } from '../src/session/login-state.js';
 import { StoreUnavailableError, type SessionData, type SessionLoad, type SessionStore } from '../src/session/types.js';
 import { CookieJar } from './support/cookie-jar.js';
-import { startRedis } from './support/redis.js';
+import { startRedis, type TestRedis } from './support/redis.js';
+import { startCluster, startSentinel, type RedisTopology } from './support/redis-topology.js';
 
-const redis = await startRedis();
-afterAll(() => redis?.stop());
+/** A Redis deployment the redis store runs against: its `session.redis` config and a way to look inside. */
+interface RedisBackend {
+  config: Record<string, unknown>;
+  client(): Redis | Cluster;
+  keys(pattern: string): Promise<string[]>;
+  flush(): Promise<void>;
+  /** Standalone only: the whole Redis goes away and comes back empty (failover of the topologies has its own test). */
+  outage?: TestRedis;
+  /** Replicas behind each master. */
+  replicas: number;
+}
+
+const [redis, sentinel, cluster] = await Promise.all([startRedis(), startSentinel(), startCluster()]);
+afterAll(() => Promise.all([redis?.stop(), sentinel?.stop(), cluster?.stop()]));
+
+const standalone: RedisBackend | undefined = redis && {
+  config: { url: redis.url },
+  client: () => new Redis(redis.url),
+  keys: async (pattern) => {
+    const client = new Redis(redis.url);
+    try {
+      return await client.keys(pattern);
+    } finally {
+      client.disconnect();
+    }
+  },
+  flush: () => redis.flush(),
+  outage: redis,
+  replicas: 0,
+};
+const topology = (t: RedisTopology | undefined): RedisBackend | undefined =>
+  t && { config: t.config, client: () => t.client(), keys: (pattern) => t.keys(pattern), flush: () => t.flush(), replicas: 1 };
 
 const T0 = 1_700_000_000_000;
 const K1 = randomBytes(32);
@@ -31,7 +63,8 @@ afterEach(async () => {
   open = [];
 });
 
-function configFor(kind: 'cookie' | 'redis', extra: Record<string, unknown> = {}, prefix = ''): SessionConfig {
+function configFor(backend: RedisBackend | undefined, extra: Record<string, unknown> = {}, prefix = ''): SessionConfig {
+  const kind = backend ? 'redis' : 'cookie';
   const session: Record<string, unknown> = {
     store: kind,
     keys: [K1.toString('base64')],
@@ -39,7 +72,8 @@ function configFor(kind: 'cookie' | 'redis', extra: Record<string, unknown> = {}
     idleTimeoutSeconds: 1800,
     ...extra,
   };
-  if (kind === 'redis') session.redis = { url: redis!.url, keyPrefix: prefix, commandTimeoutMs: 200 };
+  // 1 s: eleven Redis processes and a failover test may share two cores with this file; a dead Redis fails at once anyway.
+  if (backend) session.redis = { ...backend.config, keyPrefix: prefix, commandTimeoutMs: 1000, ...(extra.redis as object) };
   return parseConfig({ session }).session!;
 }
 
@@ -74,18 +108,24 @@ function expectOk(load: SessionLoad): asserts load is Extract<SessionLoad, { sta
   expect(load.status).toBe('ok');
 }
 
-/** Replaces one character of a sealed value by another base64url character. */
+const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+/**
+ * Replaces one character of a sealed value by the base64url character that differs in its top bit. A low-bit change
+ * of the last character can land in the padding bits, which decode to the same bytes: a tamper that is no tamper.
+ */
 function flip(value: string, at: number): string {
-  const c = value[at] === 'A' ? 'B' : 'A';
+  const c = BASE64URL[BASE64URL.indexOf(value[at]!) ^ 32]!;
   return value.slice(0, at) + c + value.slice(at + 1);
 }
 
-function contract(kind: 'cookie' | 'redis') {
+function contract(backend?: RedisBackend) {
+  const kind = backend ? 'redis' : 'cookie';
   const prefix = `test:${randomBytes(4).toString('hex')}:`;
   let nowMs = T0;
   const now = () => nowMs;
   const make = async (opts: StoreOptions = {}): Promise<SessionStore> => {
-    const config = configFor(kind, opts.session, prefix);
+    const config = configFor(opts.session?.store === 'cookie' ? undefined : backend, opts.session, prefix);
     const store = createSessionStore(config, new KeyRing(opts.keys ?? [K1]), { now: opts.now ?? now });
     open.push(store);
     await vi.waitFor(() => expect(store.ready()).toBe(true), { timeout: 5000 });
@@ -146,7 +186,7 @@ function contract(kind: 'cookie' | 'redis') {
   });
 
   it('rejects a sealed value made for another purpose (login state) as a session cookie', async () => {
-    const config = configFor(kind, {}, prefix);
+    const config = configFor(backend, {}, prefix);
     const store = await make();
     const ring = new KeyRing([K1]);
     const login = new LoginStateCookies(config, ring, { now });
@@ -342,10 +382,9 @@ function contract(kind: 'cookie' | 'redis') {
       const store = await make();
       const session = sampleSession(nowMs);
       const jar = await login(store, session);
-      const { Redis } = await import('ioredis');
-      const client = new Redis(redis!.url);
+      const client = backend!.client();
       try {
-        const keys = await client.keys(`${prefix}*`);
+        const keys = await backend!.keys(`${prefix}*`);
         const sessionKeys = keys.filter((k) => /^test:[0-9a-f]{8}:[0-9a-f]{64}$/.test(k));
         expect(sessionKeys.length).toBeGreaterThan(0);
         const cookie = jar.cookies.get(COOKIE)!;
@@ -444,10 +483,13 @@ function contract(kind: 'cookie' | 'redis') {
       expect(la.handle.id).not.toBe(lb.handle.id);
     });
 
-    it('fails fast with StoreUnavailableError while Redis is down and recovers by itself', async () => {
+    // Standalone only: the topologies' failover under load is test/redis-failover.test.ts.
+    const outage = backend?.outage;
+    if (outage) it('fails fast with StoreUnavailableError while Redis is down and recovers by itself', async () => {
+      const redis = outage;
       const store = await make();
       const jar = await login(store);
-      await redis!.stop();
+      await redis.stop();
       try {
         const error = await store.load(jar.cookies).then(
           () => undefined,
@@ -458,7 +500,7 @@ function contract(kind: 'cookie' | 'redis') {
         await vi.waitFor(() => expect(store.ready()).toBe(false), { timeout: 2000 });
         await expect(store.save(sampleSession(nowMs), undefined)).rejects.toBeInstanceOf(StoreUnavailableError);
       } finally {
-        await redis!.restart();
+        await redis.restart();
       }
       await ready(store);
       // The restarted server is empty: the old cookie is unknown, a new login works on the same store.
@@ -467,10 +509,30 @@ function contract(kind: 'cookie' | 'redis') {
       expectOk(await store.load(fresh.cookies));
     });
 
+    it(`with waitReplicas, a write counts only once the replicas have it (${backend!.replicas} here)`, async () => {
+      const enough = backend!.replicas;
+      if (enough > 0) {
+        const store = await make({ session: { redis: { waitReplicas: enough, waitTimeoutMs: 150 } } });
+        const jar = await login(store);
+        const load = await store.load(jar.cookies);
+        expectOk(load);
+        await store.destroy(load.handle);
+        expectInvalid(await store.load(jar.cookies));
+      }
+      // One replica more than there are: WAIT answers too few in time, the login is not acknowledged (no cookie).
+      const strict = await make({ session: { redis: { waitReplicas: enough + 1, waitTimeoutMs: 50 } } });
+      const error = await strict.save(sampleSession(nowMs), undefined).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(error).toBeInstanceOf(StoreUnavailableError);
+      expect((error as Error).message).toBe(`redis: write reached ${enough} of ${enough + 1} replicas within 50 ms`);
+    });
+
     it('treats sessions lost to a FLUSHALL as invalid', async () => {
       const store = await make();
       const jar = await login(store);
-      await redis!.flush();
+      await backend!.flush();
       const load = await store.load(jar.cookies);
       expectInvalid(load);
       expect(load.clear).toHaveLength(1);
@@ -478,6 +540,10 @@ function contract(kind: 'cookie' | 'redis') {
   }
 }
 
-describe('SessionStore contract: cookie store', () => contract('cookie'));
+describe('SessionStore contract: cookie store', () => contract());
 
-describe.skipIf(!redis)('SessionStore contract: redis store', () => contract('redis'));
+describe.skipIf(!standalone)('SessionStore contract: redis store', () => contract(standalone));
+
+describe.skipIf(!sentinel)('SessionStore contract: redis store on Sentinel (1 master, 1 replica, 3 sentinels)', () => contract(topology(sentinel)));
+
+describe.skipIf(!cluster)('SessionStore contract: redis store on a 3-master Cluster', () => contract(topology(cluster)));

@@ -225,6 +225,19 @@ const session = z.strictObject({
       tls: z.boolean().default(false),
       /** A hanging Redis costs a check at most this long, then an explicit 503. */
       commandTimeoutMs: z.number().int().min(50).max(60000).default(1000),
+      /** TCP connect bound per attempt; a black-holed node fails this fast instead of after the kernel's SYN retries. */
+      connectTimeoutMs: z.number().int().min(50).max(60000).default(1000),
+      /**
+       * Session writes and deletes count as done only once this many replicas have them (Redis WAIT), so a failover
+       * cannot lose a login or bring back a logged-out session. 0 = no wait (asynchronous replication).
+       */
+      waitReplicas: z.number().int().min(0).max(16).default(0),
+      /** How long WAIT waits for the replicas; fewer acknowledgements in time fail the write (503). */
+      waitTimeoutMs: z.number().int().min(1).max(60000).default(100),
+    })
+    .refine((r) => r.waitReplicas === 0 || r.waitTimeoutMs < r.commandTimeoutMs, {
+      message: 'waitTimeoutMs must be below commandTimeoutMs, or every waited write times out before WAIT answers',
+      path: ['waitTimeoutMs'],
     })
     .optional(),
 });

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type ChainableCommander, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { SessionConfig } from '../config/schema.js';
 import { secretValue } from '../config/load.js';
 import { decodeSession, encodeSession, sessionExpiresAt } from './codec.js';
@@ -37,7 +37,7 @@ export interface RedisSessionStoreDeps {
   onError?: (err: Error) => void;
   /** Lock lifetime, bounding a crashed holder. Default 10 s. */
   lockTtlMs?: number;
-  /** How long a caller waits for another replica's refresh before `{ ran: false }`. Default 5 s. */
+  /** How long a caller waits for another replica's refresh before `{ ran: false }`. Default 1 s. */
   lockWaitMs?: number;
   /** Lifetime of the "done" marker after a successful refresh. Default 10 s. */
   refreshGraceMs?: number;
@@ -53,6 +53,8 @@ const rawIds = new WeakMap<SessionHandle, Buffer>();
  * with TTL = min(absolute remaining, idle timeout). A read-only Redis leak yields neither cookies nor tokens.
  *
  * Redis faults throw StoreUnavailableError fast: no offline queue, a command timeout, reconnects in the background.
+ * With `waitReplicas`, session writes and deletes are acknowledged only once that many replicas hold them (WAIT), so
+ * a failover keeps every login and logout a Check has answered for. Index sets and locks are not waited for.
  */
 export class RedisSessionStore implements SessionStore {
   readonly kind = 'redis' as const;
@@ -65,6 +67,8 @@ export class RedisSessionStore implements SessionStore {
   private readonly lockTtlMs: number;
   private readonly lockWaitMs: number;
   private readonly refreshGraceMs: number;
+  private readonly waitReplicas: number;
+  private readonly waitTimeoutMs: number;
   private readonly flights = new SingleFlight<{ ran: true; value: unknown } | { ran: false }>();
 
   constructor(
@@ -82,8 +86,12 @@ export class RedisSessionStore implements SessionStore {
     this.prefix = config.redis.keyPrefix;
     this.now = deps.now ?? Date.now;
     this.lockTtlMs = deps.lockTtlMs ?? 10_000;
-    this.lockWaitMs = deps.lockWaitMs ?? 5_000;
+    // Below the mesh's ext_authz timeout (2 s): Envoy gives up on a longer wait, and a caller that stops waiting
+    // serves the session it has while its tokens are valid.
+    this.lockWaitMs = deps.lockWaitMs ?? 1_000;
     this.refreshGraceMs = deps.refreshGraceMs ?? 10_000;
+    this.waitReplicas = config.redis.waitReplicas;
+    this.waitTimeoutMs = config.redis.waitTimeoutMs;
   }
 
   async load(cookies: ReadonlyMap<string, string>): Promise<SessionLoad> {
@@ -118,9 +126,7 @@ export class RedisSessionStore implements SessionStore {
     if (ttlMs <= 0) return this.destroy(previous);
     const value = this.keyRing.seal(encodeSession(session, true), sessionPurpose(hash));
     // XX on update: a session ended meanwhile (logout, back-channel logout) must not be brought back by a refresh.
-    const written = await this.command(() =>
-      existing ? this.client.set(key, value, 'PX', ttlMs, 'XX') : this.client.set(key, value, 'PX', ttlMs),
-    );
+    const written = await this.acknowledged((p) => (existing ? p.set(key, value, 'PX', ttlMs, 'XX') : p.set(key, value, 'PX', ttlMs)));
     if (written === null) return this.destroy(previous);
     const indexTtlMs = this.config.absoluteTimeoutSeconds * 1000;
     await this.command(() =>
@@ -133,7 +139,10 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async destroy(handle: SessionHandle | undefined): Promise<string[]> {
-    if (handle?.id !== undefined) await this.command(() => this.client.del(this.sessionKey(handle.id!)));
+    if (handle?.id !== undefined) {
+      const key = this.sessionKey(handle.id);
+      await this.acknowledged((p) => p.del(key));
+    }
     const names = handle === undefined ? allChunkNames(this.name) : chunkNames(this.name, handle.chunks);
     return names.map((n) => expireCookie(n, this.opts));
   }
@@ -145,7 +154,8 @@ export class RedisSessionStore implements SessionStore {
     const hashes = [...new Set(members.flat())];
     const values = await this.command(() => Promise.all(hashes.map((hash) => this.client.get(this.sessionKey(hash)))));
     // One key per DEL: in a cluster the keys live in different slots.
-    await this.command(() => Promise.all([...hashes.map((h) => this.sessionKey(h)), ...indexes].map((k) => this.client.del(k))));
+    await Promise.all(hashes.map((h) => this.acknowledged((p) => p.del(this.sessionKey(h)))));
+    await this.command(() => Promise.all(indexes.map((k) => this.client.del(k))));
     const ended: SessionData[] = [];
     values.forEach((stored, i) => {
       const plaintext = stored === null ? undefined : this.keyRing.unseal(stored, sessionPurpose(hashes[i]!));
@@ -166,7 +176,8 @@ export class RedisSessionStore implements SessionStore {
       try {
         value = await fn();
       } catch (err) {
-        await this.release(key, token, 0);
+        // Not awaited: the answer (an error) must not wait on a Redis that may be the reason; the TTL bounds the lock.
+        void this.release(key, token, 0);
         throw err;
       }
       await this.release(key, token, this.refreshGraceMs);
@@ -206,6 +217,23 @@ export class RedisSessionStore implements SessionStore {
     }
   }
 
+  /**
+   * One write, then (with `waitReplicas`) WAIT on the same connection: in a cluster a pipeline goes to the node that
+   * owns the key's slot, which is the master whose replicas must acknowledge. Resolves with the write's reply.
+   */
+  private async acknowledged(write: (p: ChainableCommander) => ChainableCommander): Promise<unknown> {
+    const pipeline = write(this.client.pipeline());
+    if (this.waitReplicas > 0) pipeline.wait(this.waitReplicas, this.waitTimeoutMs);
+    const replies = (await this.command(() => pipeline.exec())) ?? [];
+    const failed = replies.find(([err]) => err !== null)?.[0];
+    if (failed) throw new StoreUnavailableError(`redis: ${failed.message}`, { cause: failed });
+    const acks = Number(replies[1]?.[1] ?? 0);
+    if (this.waitReplicas > 0 && acks < this.waitReplicas) {
+      throw new StoreUnavailableError(`redis: write reached ${acks} of ${this.waitReplicas} replicas within ${this.waitTimeoutMs} ms`);
+    }
+    return replies[0]?.[1];
+  }
+
   private async command<R>(run: () => Promise<R>): Promise<R> {
     try {
       return await run();
@@ -229,18 +257,28 @@ export class RedisSessionStore implements SessionStore {
   }
 }
 
-/** One client for the configured topology, failing fast while Redis is unreachable and reconnecting forever. */
+/**
+ * One client for the configured topology, failing fast while Redis is unreachable and reconnecting forever. Every
+ * option here serves one rule: an outage or a failover answers a Check with a prompt 503, never a hang past the
+ * mesh's ext_authz timeout (see docs/operations.md).
+ */
 export function createRedisClient(config: RedisConfig): RedisClient {
   const password = config.password === undefined ? undefined : secretValue(config.password);
   const common = {
     password,
+    // One timer per command from its first send, retries and cluster redirections included: the bound on a Check's wait.
     commandTimeout: config.commandTimeoutMs,
-    connectTimeout: Math.max(1000, config.commandTimeoutMs * 2),
+    // A black-holed node would otherwise hold the connection attempt for the kernel's SYN retries (minutes).
+    connectTimeout: config.connectTimeoutMs,
     // Fail instead of queueing: a Check waiting on a dead Redis is worse than a prompt 503.
     enableOfflineQueue: false,
+    // No resend on a new connection: the Check that sent it has answered 503 by then.
     maxRetriesPerRequest: 0,
+    // A demoted master (after a failover) answers READONLY: reconnect, which asks the sentinels or slots again.
+    reconnectOnError: (err: Error) => err.message.startsWith('READONLY'),
     ...(config.tls ? { tls: {} } : {}),
   } satisfies RedisOptions;
+  // Reconnect soon after a failover, but never hammer a dead node faster than every 2 s.
   const retryStrategy = (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000);
 
   switch (config.mode) {
@@ -261,6 +299,10 @@ export function createRedisClient(config: RedisConfig): RedisClient {
         enableTLSForSentinelMode: config.tls,
         retryStrategy,
         sentinelRetryStrategy: retryStrategy,
+        // A hung sentinel must not hold master discovery longer than a command may take.
+        sentinelCommandTimeout: config.commandTimeoutMs,
+        // Subscribe to +switch-master: move to the promoted replica as soon as the sentinels decide, not on the next error.
+        failoverDetector: true,
       });
     case 'cluster': {
       const nodes = config.nodes.length > 0 ? config.nodes : config.url !== undefined ? [config.url] : [];
@@ -268,6 +310,11 @@ export function createRedisClient(config: RedisConfig): RedisClient {
       const options: ClusterOptions = {
         enableOfflineQueue: false,
         clusterRetryStrategy: retryStrategy,
+        // While a replica takes over, retry the slot every 100 ms: commandTimeout still ends the wait.
+        retryDelayOnFailover: 100,
+        retryDelayOnClusterDown: 100,
+        // A slot map refresh against a dead node must not outlive a command.
+        slotsRefreshTimeout: config.commandTimeoutMs,
         redisOptions: common,
       };
       return new Cluster(nodes, options);

@@ -15,6 +15,9 @@ export interface TestRedis {
   restart(): Promise<void>;
   /** FLUSHALL. */
   flush(): Promise<void>;
+  /** SIGSTOP / SIGCONT: connections stay open and nothing answers, as behind a black-holed network. */
+  freeze(): void;
+  thaw(): void;
 }
 
 const MISSING = 'redis-server not found: install it with `apt-get install -y redis-server` (or `bash scripts/install-tools.sh apt`)';
@@ -24,38 +27,18 @@ const MISSING = 'redis-server not found: install it with `apt-get install -y red
  * file can skip its Redis half; when tools are required (CI, npm test) a missing binary is an error instead.
  */
 export async function startRedis(): Promise<TestRedis | undefined> {
-  if (spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).error) {
-    toolMissing(MISSING);
-    return undefined;
-  }
+  if (!hasRedisBinary('redis-server')) return undefined;
   const port = await freePort();
   let child: ChildProcess | undefined;
 
   const start = async () => {
-    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    child = proc;
-    let output = '';
-    proc.stdout!.on('data', (d: Buffer) => (output += d.toString()));
-    proc.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-    const deadline = Date.now() + 10_000;
-    while (!(await ping(port))) {
-      if (proc.exitCode !== null || Date.now() > deadline) {
-        proc.kill('SIGKILL');
-        throw new Error(`redis-server did not start on port ${port}:\n${output}`);
-      }
-      await sleep(20);
-    }
+    child = await spawnRedis('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], port);
   };
 
   const stop = async () => {
     const proc = child;
     child = undefined;
-    if (!proc || proc.exitCode !== null) return;
-    const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-    proc.kill('SIGKILL');
-    await exited;
+    if (proc) await killRedis(proc);
   };
 
   await start();
@@ -67,11 +50,44 @@ export async function startRedis(): Promise<TestRedis | undefined> {
       await stop();
       await start();
     },
+    freeze: () => child?.kill('SIGSTOP'),
+    thaw: () => child?.kill('SIGCONT'),
     async flush() {
       const reply = await send(port, '*1\r\n$8\r\nFLUSHALL\r\n');
       if (!reply.startsWith('+OK')) throw new Error(`FLUSHALL: ${reply}`);
     },
   };
+}
+
+/** False (after `toolMissing`) when `binary --version` does not run. */
+export function hasRedisBinary(binary: 'redis-server' | 'redis-sentinel' | 'redis-cli'): boolean {
+  if (!spawnSync(binary, ['--version'], { stdio: 'ignore' }).error) return true;
+  return toolMissing(binary === 'redis-server' ? MISSING : `${binary} not found: bash scripts/install-tools.sh apt`);
+}
+
+/** Starts `binary args` and resolves once it answers PING on `port`; rejects (with its output) if it exits or hangs. */
+export async function spawnRedis(binary: string, args: string[], port: number): Promise<ChildProcess> {
+  const proc = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  proc.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+  const deadline = Date.now() + 10_000;
+  while (!(await ping(port))) {
+    if (proc.exitCode !== null || Date.now() > deadline) {
+      proc.kill('SIGKILL');
+      throw new Error(`${binary} did not start on port ${port}:\n${output}`);
+    }
+    await sleep(20);
+  }
+  return proc;
+}
+
+/** SIGKILL (no shutdown, no save: a crash) and wait for the exit. */
+export async function killRedis(proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  proc.kill('SIGKILL');
+  await exited;
 }
 
 
