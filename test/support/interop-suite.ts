@@ -258,13 +258,10 @@ export function defineInteropSuite(name: string, setup: InteropSetup, start: () 
       }, TEST_TIMEOUT);
     }
 
-    it('carries a big group list in chunked session cookies', async () => {
-      const big = target.bigUser;
-      if (big === undefined) {
-        // Dex v2.41's password DB has no groups: nothing to chunk; the in-process provider's 120-group user covers it.
-        expect(target.name).toBe('dex');
-        return;
-      }
+    // Dex v2.41's password DB has no groups, so the case exists only where the IdP can hold them (Keycloak here; the
+    // in-process provider's 120-group user covers the chunking against oidc-provider).
+    const big = target.bigUser;
+    if (big !== undefined) it('carries a big group list in chunked session cookies', async () => {
       const stack = stacks.offline!;
       const { context, page } = await loggedIn(stack, '/', big);
       expect((await sessionCookies(context)).length).toBeGreaterThan(1);
