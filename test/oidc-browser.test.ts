@@ -122,13 +122,7 @@ describe.skipIf(!available).each(ENVOY_VERSIONS)('in a real browser over https, 
   });
 
   it('logs out at the IdP too: the next visit shows the login form again', async () => {
-    const context = await browser.newContext();
-    const page = await context.newPage();
-    await page.goto(`${stack.base}/`);
-    await page.getByLabel('Username').fill('alice');
-    await page.getByLabel('Password').fill('alice-password');
-    await page.getByRole('button', { name: 'Sign in' }).click();
-    await page.waitForURL(`${stack.base}/`);
+    const { context, page } = await signedIn();
     await page.getByRole('link', { name: 'Log out' }).click();
     // post_logout_redirect_uri (/signed-out) is protected, so the browser ends on the IdP's login form.
     await page.getByLabel('Username').waitFor();
