@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AUTHZ_CLIENT, AUDIENCE, startAuthz, startNoop } from './authz-server.mjs';
 import { loginThroughCheck, loginThroughOauth2Proxy } from './browser-login.mjs';
@@ -43,7 +43,8 @@ const o = {
 };
 const baselineCli = o.baseline === undefined ? undefined : join(o.baseline, 'dist/cli.js');
 if (baselineCli !== undefined && !existsSync(baselineCli)) throw new Error(`--baseline ${o.baseline}: no dist/cli.js there (build that checkout first)`);
-const outDir = join(root, flag('--out', quick ? 'bench/results/quick' : 'bench/results'));
+// resolve, not join: an absolute --out (e.g. /tmp/x) is used as given, a relative one is under the repo.
+const outDir = resolve(root, flag('--out', quick ? 'bench/results/quick' : 'bench/results'));
 // Quick mode (CI) keeps the harness from rotting: every scenario runs once, a few of them also at the fixed rate.
 const QUICK_FIXED = new Set(['ceiling', 'bearer-cached', 'session-cached', 'mix', 'opa-bearer']);
 const log = (msg) => process.stderr.write(`${msg}\n`);
