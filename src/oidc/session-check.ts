@@ -67,14 +67,13 @@ export class SessionResolver {
     if (loaded.status === 'invalid') return login(loaded.expired ? 'session_expired' : 'session_invalid', loaded.clear);
 
     let { session, handle } = loaded;
+    const provider = ctx.providers.get(session.provider);
     if (ctx.revocations.isRevoked(session)) {
       // Logged out here (or by the IdP's back-channel) already: a copy of the cookie must not bring the session back,
       // nor refresh it. Its refresh token, which only this cookie may hold, is revoked too (best effort).
-      const provider = ctx.providers.get(session.provider);
       if (provider !== undefined) void revokeRefreshToken(provider, session, ctx.logger);
       return login('session_invalid', await ctx.store.destroy(handle));
     }
-    const provider = ctx.providers.get(session.provider);
     if (provider === undefined || provider.issuer !== session.issuer) {
       // The provider was removed or now points at another issuer: its sessions are not ours to honour any more.
       return login('session_invalid', await ctx.store.destroy(handle));
