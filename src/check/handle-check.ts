@@ -59,21 +59,22 @@ export function createDecisionWrapper(decider: Decider, metrics: Metrics, logger
     }
   };
 
+  const finish = <Out>(encode: DecisionEncoder<Out>, decision: Decision, input: CheckInput, start: number): Out => {
+    let out: Out;
+    try {
+      out = encode(decision, input);
+    } catch (err) {
+      logger.error({ err: err instanceof Error ? err.message : String(err) }, 'encoding failed');
+      decision = internal;
+      out = encode(internal, input);
+    }
+    count(decision, input, start);
+    return out;
+  };
+
   return {
     /** The handler of one transport: decide, encode with `encode`, count once whatever happened. */
     forTransport<Out>(encode: DecisionEncoder<Out>): TransportHandler<Out> {
-      const finish = (decision: Decision, input: CheckInput, start: number): Out => {
-        let out: Out;
-        try {
-          out = encode(decision, input);
-        } catch (err) {
-          logger.error({ err: err instanceof Error ? err.message : String(err) }, 'encoding failed');
-          decision = internal;
-          out = encode(internal, input);
-        }
-        count(decision, input, start);
-        return out;
-      };
       return async function handle(input: CheckInput): Promise<Out> {
         const start = performance.now();
         let decision: Decision;
@@ -83,8 +84,15 @@ export function createDecisionWrapper(decider: Decider, metrics: Metrics, logger
           decision = err instanceof StoreUnavailableError ? storeDown : internal;
           logger.error({ reason: decision.reason, err: err instanceof Error ? err.message : String(err) }, 'decision failed');
         }
-        return finish(decision, input, start);
+        return finish(encode, decision, input, start);
       };
+    },
+    /**
+     * A refusal the transport made before the ladder (a peer it does not trust): encoded, counted and logged like
+     * any decision, so it shows in the same metrics and the same limited log lines.
+     */
+    refused<Out>(encode: DecisionEncoder<Out>, decision: Decision, input: CheckInput): Out {
+      return finish(encode, decision, input, performance.now());
     },
   };
 }
