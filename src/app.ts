@@ -2,13 +2,14 @@ import type { Config } from './config/schema.js';
 import { decodeKey, secretValue } from './config/load.js';
 import { DecisionCache } from './check/cache.js';
 import { Decider, type BearerEntry } from './check/decide.js';
-import { createCheckHandler } from './check/handle-check.js';
+import { createDecisionWrapper, encodeGrpcDecision } from './check/handle-check.js';
 import { RouteTable } from './check/routes.js';
 import { IdentityHeaders } from './identity/headers.js';
 import { OidcBrowserFlow } from './oidc/flow.js';
 import { AdminServer, type ReadinessCheck } from './server/admin.js';
 import { GrpcServer } from './server/grpc.js';
 import { HealthService } from './server/health.js';
+import { HttpAuthzServer } from './server/http-authz.js';
 import { KeyRing } from './session/key-ring.js';
 import { LoginStateCookies } from './session/login-state.js';
 import { RandomPool } from './session/random-pool.js';
@@ -33,6 +34,8 @@ export interface App {
   /** Bound ports (useful with port 0). */
   grpcPort: number;
   adminPort: number;
+  /** The HTTP authorization listener's port; 0 when `server.http.enabled` is false. */
+  httpPort: number;
   ready(): boolean;
   start(): Promise<void>;
   /** SIGTERM path: NOT_SERVING first, optional delay, drain in-flight checks, close. */
@@ -93,11 +96,15 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
   ];
   const allReady = () => readiness.every((r) => r.ready());
   const health = new HealthService(allReady);
+  // One wrapper for both transports: the same counters, log limits and fail-closed answers.
+  const wrapper = createDecisionWrapper(decider, metrics, logger, { errorStatus: config.decision.errorStatus, replyLinesPerSecond: config.log.denyLinesPerSecond });
+  const http = config.server.http;
+  const httpServer = http.enabled ? new HttpAuthzServer({ ...http, wrapper, logger }) : undefined;
   const grpcServer = new GrpcServer({
     host: config.server.grpc.host,
     port: config.server.grpc.port,
     tls: config.server.grpc.tls,
-    check: createCheckHandler(decider, metrics, logger, config.decision.errorStatus, config.log.denyLinesPerSecond),
+    check: wrapper.forTransport(encodeGrpcDecision),
     health,
     logger,
   });
@@ -115,6 +122,7 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
     logger,
     grpcPort: 0,
     adminPort: 0,
+    httpPort: 0,
     ready: allReady,
     async start() {
       // Key sets and discovery are fetched in the background: an IdP that is down must not stop the server.
@@ -123,15 +131,17 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
       });
       app.adminPort = await admin.start();
       app.grpcPort = await grpcServer.start();
-      logger.info({ grpcPort: app.grpcPort, adminPort: app.adminPort, issuers: config.issuers.length, providers: config.providers.length }, 'listening');
+      app.httpPort = (await httpServer?.start()) ?? 0;
+      logger.info({ grpcPort: app.grpcPort, adminPort: app.adminPort, ...(httpServer ? { httpPort: app.httpPort } : {}), issuers: config.issuers.length, providers: config.providers.length }, 'listening');
     },
     async stop() {
       health.setDraining();
       admin.setDraining();
       const delay = config.server.shutdownDelaySeconds * 1000;
       if (delay > 0) await new Promise((r) => setTimeout(r, delay));
-      logger.info({ inFlight: grpcServer.inFlight }, 'draining');
-      await grpcServer.drain(config.server.shutdownGraceSeconds * 1000);
+      logger.info({ inFlight: grpcServer.inFlight + (httpServer?.inFlight ?? 0) }, 'draining');
+      const grace = config.server.shutdownGraceSeconds * 1000;
+      await Promise.all([grpcServer.drain(grace), httpServer?.drain(grace)]);
       health.close();
       verifier.close();
       await browser?.close();
