@@ -97,7 +97,7 @@ export async function startGatewayStack(target: GatewayTarget, binary: string): 
     },
     session: { secure: false, refreshBeforeSeconds: REFRESH_BEFORE_SECONDS },
     ttl: { AccessToken: TOKEN_SECONDS, IdToken: TOKEN_SECONDS },
-    server: { http: { enabled: true, host: '127.0.0.1', port: 0 } },
+    httpListener: { enabled: true },
   });
   let proxy: TestProxy;
   try {
@@ -105,7 +105,7 @@ export async function startGatewayStack(target: GatewayTarget, binary: string): 
     proxy = await target.start(binary, {
       port,
       host: GATEWAY_HOST,
-      authz: `127.0.0.1:${httpPortOf(stack)}`,
+      authz: `127.0.0.1:${stack.apps[0]!.httpPort}`,
       upstream: new URL(stack.echo.url).host,
       config: stack.config,
     });
@@ -125,9 +125,3 @@ export async function startGatewayStack(target: GatewayTarget, binary: string): 
   };
 }
 
-/** The port the product's HTTP authorization listener got (port 0 in the config). */
-function httpPortOf(stack: Stack): number {
-  const port = (stack.apps[0] as unknown as { httpPort?: number }).httpPort;
-  if (typeof port !== 'number' || port <= 0) throw new Error('the product exposes no HTTP authorization listener port (app.httpPort)');
-  return port;
-}
