@@ -1,8 +1,9 @@
+import { request } from 'node:http';
 import { connect } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import type { EchoedRequest } from '../../src/emulator/echo-upstream.js';
 import { NAVIGATE, TestBrowser, loginAt, type Reply } from './browser.js';
-import { GATEWAY_HOST, SESSION, SPOOFED, identityAtApp, receivedValues, type GatewayStack } from './gateway-stack.js';
+import { GATEWAY_HOST, SESSION, SPOOFED, identityAtApp, receivedValues, type GatewayGap, type GatewayStack } from './gateway-stack.js';
 import { USERS } from './idp.js';
 import { readings } from './path-readings.js';
 
@@ -13,7 +14,7 @@ import { readings } from './path-readings.js';
 
 const isPublicPath = (p: string) => p === '/public' || p.startsWith('/public/');
 /** The echo's JSON, or undefined when the answer did not come from the app. */
-const echoed = (r: Reply): EchoedRequest | undefined => {
+const echoed = (r: Pick<Reply, 'body'>): EchoedRequest | undefined => {
   try {
     const body = JSON.parse(r.body) as EchoedRequest;
     return typeof body.path === 'string' && typeof body.headers === 'object' ? body : undefined;
@@ -46,12 +47,28 @@ const PATH_TRICKS = [
 /** Return URLs of fuzz.test.ts's open-redirect cases, as the path a login starts on. */
 const REDIRECT_TRICKS = ['//evil.test/', '/\\evil.test', '/%2f%2fevil.test', '/%5cevil.test', '/..//evil.test', '/%09/evil.test', '///evil.test', '/@evil.test', '/x/../..//evil.test'];
 
-/** Sends raw bytes on one connection and returns everything the proxy answered before closing (or 3 s). */
+/** GET with the path exactly as given: a URL object would resolve its dot segments and %2e before it is sent. */
+function rawGet(port: number, path: string, headers: Record<string, string>): Promise<{ status: number; body: string; location?: string; wwwAuthenticate: string[] }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, headers: { host: `${GATEWAY_HOST}:${port}`, ...headers }, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      // rawHeaders: Node would join repeated WWW-Authenticate lines into one value.
+      const wwwAuthenticate = res.rawHeaders.filter((_, i) => i % 2 === 1 && res.rawHeaders[i - 1]!.toLowerCase() === 'www-authenticate');
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, wwwAuthenticate, ...(res.headers.location !== undefined ? { location: res.headers.location } : {}) }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Sends raw bytes on one connection and returns everything the proxy answered before closing (or 1.5 s of silence). */
 function rawExchange(port: number, bytes: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = connect({ host: '127.0.0.1', port });
     let out = '';
-    socket.setTimeout(3000, () => socket.end());
+    socket.setTimeout(1500, () => socket.end());
     socket.on('data', (d: Buffer) => (out += d.toString('latin1')));
     socket.on('close', () => resolve(out));
     socket.on('error', (err) => (out === '' ? reject(err) : resolve(out)));
@@ -59,7 +76,10 @@ function rawExchange(port: number, bytes: string): Promise<string> {
   });
 }
 
-export function defineGatewayAttacks(get: () => GatewayStack): void {
+/** `it`, or `it.fails` while the proxy has the named gap (gateway-suite.ts). */
+export type ItUnlessGap = (gap: GatewayGap, title: string, fn: () => Promise<void>) => void;
+
+export function defineGatewayAttacks(get: () => GatewayStack, itUnlessGap: ItUnlessGap): void {
   const port = () => new URL(get().base).port;
 
   describe('spoofed headers', () => {
@@ -96,12 +116,41 @@ export function defineGatewayAttacks(get: () => GatewayStack): void {
       expect(pub.status).toBe(200);
       expect(echoed(pub)!.path).toBe('/public/y');
     });
+
+    itUnlessGap('forwarded-headers-at-app', "the client's X-Forwarded-* and X-Original-* never reach the app", async () => {
+      const g = get();
+      const tb = new TestBrowser();
+      await loginAt(tb, g.base, '/');
+      // Real paths other than the spoofed /public/x, and GET (the spoofed method is OPTIONS), so the two can be told apart.
+      for (const path of ['/public/real', '/notebooks/']) {
+        const seen = await tb.request(`${g.base}${path}`, { headers: { accept: 'application/json', ...SPOOFED } });
+        expect(seen.status).toBe(200);
+        const forwarded = Object.entries(echoed(seen)!.headers).filter(([k]) => /^x-(forwarded|original)-/.test(k));
+        // The proxy's own values may be there (X-Forwarded-For, -Proto, -Host of this request), never the client's.
+        for (const [k, v] of forwarded) expect(`${k}: ${String(v)}`).not.toMatch(/evil\.test|OPTIONS|\/public\/x$|https/);
+      }
+    });
+  });
+
+  describe('401 answers', () => {
+    it('carry one WWW-Authenticate: Bearer line and no login redirect for an API client', async () => {
+      const r = await rawGet(Number(port()), '/api/runs', { accept: 'application/json' });
+      expect(r.status).toBe(401);
+      expect(r.location).toBeUndefined();
+      expect(r.wwwAuthenticate.length).toBeGreaterThan(0);
+    });
+
+    itUnlessGap('www-authenticate-twice', 'carry exactly one WWW-Authenticate line', async () => {
+      const r = await rawGet(Number(port()), '/api/runs', { accept: 'application/json', 'x-requested-with': 'XMLHttpRequest' });
+      expect(r.status).toBe(401);
+      expect(r.wwwAuthenticate).toEqual(['Bearer']);
+    });
   });
 
   describe('path tricks', () => {
     it.each(PATH_TRICKS)('%s never reaches a protected resource without a session', async (path) => {
-      const g = get();
-      const r = await new TestBrowser().request(`${g.base}${path}`, { headers: { ...NAVIGATE, ...SPOOFED } });
+      // JSON, so the echo's answer can be read (a navigation would get its HTML page; an API client gets 401, not 302).
+      const r = await rawGet(Number(port()), path, { accept: 'application/json', ...SPOOFED });
       const seen = echoed(r);
       if (seen === undefined) {
         // Refused by the proxy (400/404) or sent to login: never the app.

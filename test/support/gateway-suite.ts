@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { EchoedRequest } from '../../src/emulator/echo-upstream.js';
 import { NAVIGATE, TestBrowser, loginAt } from './browser.js';
 import { defineGatewayAttacks } from './gateway-attacks.js';
-import { GATEWAY_HOST, SESSION, SPOOFED, identityAtApp, receivedValues, startGatewayStack, type GatewayStack, type GatewayTarget } from './gateway-stack.js';
+import { GATEWAY_HOST, SESSION, SPOOFED, identityAtApp, receivedValues, startGatewayStack, type GatewayGap, type GatewayStack, type GatewayTarget } from './gateway-stack.js';
 import { CHROMIUM, hasChromium, toolMissing } from './tools.js';
 
 /**
@@ -38,6 +38,16 @@ export function defineGatewaySuite(target: GatewayTarget): void {
     afterEach((ctx) => {
       if (ctx.task.result?.state === 'fail' && g !== undefined) console.error(`--- ${target.name} logs\n${g.proxy.logs()}`);
     });
+
+    /**
+     * `it`, or `it.fails` while the target has this known gap (a renderer fix not merged yet, named in the title):
+     * green while the gap is there, red the day it is fixed, so the marker cannot outlive the bug.
+     */
+    function itUnlessGap(gap: GatewayGap, title: string, fn: () => Promise<void>): void {
+      const why = target.knownGaps?.[gap];
+      if (why === undefined) it(title, fn, TIMEOUT);
+      else it.fails(`${title} [known gap: ${why}]`, fn, TIMEOUT);
+    }
 
     async function newPage(extraHTTPHeaders?: Record<string, string>): Promise<{ context: BrowserContext; page: Page }> {
       const context = await browser.newContext(extraHTTPHeaders ? { extraHTTPHeaders } : {});
@@ -82,7 +92,8 @@ export function defineGatewaySuite(target: GatewayTarget): void {
 
         const { status, body } = await seenByApp(page, '/notebooks/api/whoami');
         expect(status).toBe(200);
-        expect(receivedValues(body).join('\n')).not.toMatch(/mallory|evil\.test/);
+        // The identity is ours whatever the client sent (the forwarded headers at the app: gateway-attacks.ts).
+        expect(receivedValues(body).join('\n')).not.toMatch(/mallory/);
         expect(body.headers['kubeflow-userid']).toBe('oidc:alice@example.com');
         expect(body.headers['x-auth-request-email']).toBe('alice@example.com');
 
@@ -117,14 +128,14 @@ export function defineGatewaySuite(target: GatewayTarget): void {
           const f = await fetch('/notebooks/api/list', { redirect: 'manual' });
           const json = await fetch('/notebooks/', { headers: { accept: 'application/json' } });
           return {
-            fetch: { status: f.status, type: f.type, auth: f.headers.get('www-authenticate') },
+            fetch: { status: f.status, type: f.type },
             json: { status: json.status, redirected: json.redirected },
             xhr: await xhr({ 'X-Requested-With': 'XMLHttpRequest' }),
             xhrJson: await xhr({ Accept: 'application/json' }),
           };
         });
         // A manual-redirect fetch would show type "opaqueredirect" (status 0) for a 302.
-        expect(results).toEqual({ fetch: { status: 401, type: 'basic', auth: 'Bearer' }, json: { status: 401, redirected: false }, xhr: 401, xhrJson: 401 });
+        expect(results).toEqual({ fetch: { status: 401, type: 'basic' }, json: { status: 401, redirected: false }, xhr: 401, xhrJson: 401 });
 
         const nav = page.waitForResponse((r) => r.url() === `${g.base}/notebooks/`);
         await page.goto(`${g.base}/notebooks/`);
@@ -161,7 +172,8 @@ export function defineGatewaySuite(target: GatewayTarget): void {
       TIMEOUT,
     );
 
-    it(
+    itUnlessGap(
+      'refreshed-cookie-dropped',
       'sets the session cookie on the callback and a refreshed one on an allowed response once the access token expires',
       async () => {
         const tb = new TestBrowser();
@@ -176,7 +188,7 @@ export function defineGatewaySuite(target: GatewayTarget): void {
         const refreshes = () => g.stack.idp!.tokenRequests.get('refresh_token') ?? 0;
         const before = refreshes();
         let refreshed: Awaited<ReturnType<TestBrowser['request']>> | undefined;
-        // Due 5 s after login (tokens live 65 s, refresh 60 s before): poll allowed requests until one carries it.
+        // Due 4 s after login (see gateway-stack.ts): poll allowed requests until one carries it.
         const deadline = Date.now() + 30_000;
         while (refreshed === undefined && Date.now() < deadline) {
           const r = await tb.request(`${g.base}/lab/api/ping`, { headers: { accept: 'application/json' } });
@@ -194,9 +206,8 @@ export function defineGatewaySuite(target: GatewayTarget): void {
         const after = await tb.request(`${g.base}/lab`, { headers: { ...NAVIGATE } });
         expect(after.status).toBe(200);
       },
-      TIMEOUT,
     );
 
-    defineGatewayAttacks(() => g);
+    defineGatewayAttacks(() => g, itUnlessGap);
   });
 }
