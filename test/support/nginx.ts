@@ -39,7 +39,6 @@ http {
   uwsgi_temp_path ${join(dir, 'temp/uwsgi')};
   scgi_temp_path ${join(dir, 'temp/scgi')};
   default_type application/octet-stream;
-  variables_hash_bucket_size 128;
 ${options.http}
 }
 `;
