@@ -62,7 +62,6 @@ function nginxAuthSet(r: Resolved): string[] {
   return [
     ...r.copy.map((h) => `auth_request_set $authz_${nginxVar(h)} $upstream_http_${nginxVar(h)};`),
     `auth_request_set $authz_location $upstream_http_${nginxVar(LOCATION_HEADER)};`,
-    'auth_request_set $authz_www_authenticate $upstream_http_www_authenticate;',
     ...SLOTS.map((i) => `auth_request_set $authz_set_cookie_${i} $upstream_http_${nginxVar(SET_COOKIE_HEADER_PREFIX)}${i};`),
     'error_page 401 = @oidc_ext_authz_401;',
     "# Ours replace the client's; an empty value (not in the answer) removes the header.",
@@ -79,7 +78,7 @@ function nginxUnauthorized(): string[] {
   return [
     'location @oidc_ext_authz_401 {',
     ...SLOTS.map((i) => `    add_header Set-Cookie $authz_set_cookie_${i} always;`),
-    '    add_header WWW-Authenticate $authz_www_authenticate always;',
+    '    # auth_request itself passes the 401\'s WWW-Authenticate on.',
     '    add_header Cache-Control no-store always;',
     '    if ($authz_location) {',
     '        return 302 $authz_location;',
