@@ -1,8 +1,9 @@
 import type { Config } from './config/schema.js';
+import { renderEnvoyGateway, renderIstioHttp } from './render-envoy-http.js';
 import { renderCaddy, renderIngressNginx, renderNginx, renderTraefik, type RenderGatewayOptions } from './render-gateways.js';
 
 /** The proxies `render` knows besides `istio` (the gRPC provider). */
-export const GATEWAYS = ['nginx', 'ingress-nginx', 'caddy', 'traefik'] as const;
+export const GATEWAYS = ['nginx', 'ingress-nginx', 'caddy', 'traefik', 'istio-http', 'envoy-gateway'] as const;
 
 /** The CLI's flags, as parseArgs gives them. */
 export interface GatewayFlags {
@@ -39,5 +40,9 @@ export function renderGateway(gateway: (typeof GATEWAYS)[number], config: Config
       if (format !== 'crd' && format !== 'file') throw new Error(`--format: expected crd or file, got ${JSON.stringify(format)}`);
       return renderTraefik(config, { ...options, format });
     }
+    case 'istio-http':
+      return renderIstioHttp(config);
+    case 'envoy-gateway':
+      return renderEnvoyGateway(config);
   }
 }

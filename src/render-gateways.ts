@@ -78,6 +78,7 @@ function nginxUnauthorized(): string[] {
   return [
     'location @oidc_ext_authz_401 {',
     ...SLOTS.map((i) => `    add_header Set-Cookie $authz_set_cookie_${i} always;`),
+    '    # auth_request itself passes the 401\'s WWW-Authenticate on.',
     '    add_header Cache-Control no-store always;',
     '    if ($authz_location) {',
     '        return 302 $authz_location;',

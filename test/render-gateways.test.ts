@@ -143,3 +143,27 @@ describe('render traefik', () => {
     expect(() => renderGateway('nginx', config, { 'listen-port': '80x' })).toThrow('--listen-port: expected 1-65535');
   });
 });
+
+describe('render istio-http and envoy-gateway', () => {
+  it('renders the envoyExtAuthzHttp provider: the prefix, every header the ladder reads, identity and Cookie upstream, fail closed', () => {
+    const doc = parseYaml(renderGateway('istio-http', config, {})) as {
+      meshConfig: { extensionProviders: { name: string; envoyExtAuthzHttp: Record<string, unknown> }[] };
+    };
+    const p = doc.meshConfig.extensionProviders[0]!.envoyExtAuthzHttp;
+    expect(p).toMatchObject({ port: 9101, pathPrefix: '/envoy', failOpen: false, statusOnError: '503', headersToDownstreamOnAllow: ['set-cookie'] });
+    expect(p.headersToUpstreamOnAllow).toEqual(COPIED);
+    expect(p.includeRequestHeadersInCheck).toEqual(expect.arrayContaining(['authorization', 'cookie', 'accept', 'x-requested-with', 'sec-fetch-mode', 'x-forwarded-proto']));
+    expect(p).not.toHaveProperty('headersToDownstreamOnDeny');
+  });
+
+  it('renders the Envoy Gateway SecurityPolicy to the listener prefix with its ReferenceGrant', () => {
+    const [policy, grant] = parseAllDocuments(renderGateway('envoy-gateway', config, {})).map((d) => d.toJS()) as [
+      { kind: string; spec: { extAuth: { failOpen: boolean; http: { path: string; backendRefs: { port: number }[]; headersToBackend: string[] } } } },
+      { kind: string; spec: { to: { kind: string }[] } },
+    ];
+    expect(policy.kind).toBe('SecurityPolicy');
+    expect(policy.spec.extAuth).toMatchObject({ failOpen: false, http: { path: '/envoy', backendRefs: [{ port: 9101 }], headersToBackend: COPIED } });
+    expect(grant.kind).toBe('ReferenceGrant');
+    expect(grant.spec.to[0]!.kind).toBe('Service');
+  });
+});
