@@ -209,6 +209,24 @@ export function defineGatewayAttacks(get: () => GatewayStack, itUnlessGap: ItUnl
         expect(r.setCookies.some((l) => l.startsWith('evil='))).toBe(false);
       }
     });
+
+    itUnlessGap('large-callback-answer', 'carries a session split into several cookies, and the app gets its groups but none of our cookies', async () => {
+      const g = get();
+      const tb = new TestBrowser();
+      // dana has 120 long group names: the session needs several cookie chunks, the groups header several KB.
+      const { callback } = await loginAt(tb, g.base, '/big', 'dana');
+      expect(callback.status).toBe(302);
+      expect(callback.setCookies.filter((l) => l.startsWith(`${SESSION}_`) && !l.startsWith(`${SESSION}_login_`) && !/Max-Age=0/i.test(l)).length).toBeGreaterThan(1);
+      tb.setCookie(GATEWAY_HOST, 'theme', 'dark');
+      const r = await tb.request(`${g.base}/big`, { headers: { accept: 'application/json' } });
+      expect(r.status).toBe(200);
+      const seen = echoed(r)!;
+      expect(String(seen.headers['kubeflow-groups']).split(',')).toHaveLength(120);
+      expect(seen.headers['kubeflow-userid']).toBe('oidc:dana@example.com');
+      // The upstream request keeps the app's own cookies and loses every one of ours (session chunks, login state).
+      expect(String(seen.headers.cookie)).toContain('theme=dark');
+      expect(String(seen.headers.cookie)).not.toContain(SESSION);
+    });
   });
 
   describe('request smuggling', () => {

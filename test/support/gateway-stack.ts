@@ -66,7 +66,7 @@ export interface ProxyAddresses {
 }
 
 /** Defects of a rendered snippet that the suite found and that wait for a renderer fix (see `knownGaps`). */
-export type GatewayGap = 'forwarded-headers-at-app' | 'www-authenticate-twice' | 'refreshed-cookie-dropped';
+export type GatewayGap = 'forwarded-headers-at-app' | 'www-authenticate-twice' | 'refreshed-cookie-dropped' | 'large-callback-answer';
 
 /** One real proxy: how to find it and how to start it from `render`'s output. */
 export interface GatewayTarget {
