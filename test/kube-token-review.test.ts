@@ -50,9 +50,22 @@ function reviewCounter() {
   return { counts, onReview: (_issuer: string, outcome: ReviewEvent) => void counts[outcome]++ };
 }
 
-/** The projected-token issuer of this API server, with `review` as its tokenReview (undefined: none). */
+/** The projected-token issuer of this API server as config input, with `review` as its tokenReview (undefined: none). */
+function reviewedIssuerInput(review?: Record<string, unknown>): Record<string, unknown> {
+  return {
+    name: 'kubernetes',
+    issuer: kube.url,
+    audiences: [AUDIENCE],
+    caFile: kube.caFile,
+    tokenFile: serviceTokenFile,
+    claims: { user: 'sub' },
+    ...(review ? { tokenReview: { url: kube.url, caFile: kube.caFile, tokenFile: serviceTokenFile, ...review } } : {}),
+  };
+}
+
+/** `reviewedIssuerInput`, parsed. */
 function projectedIssuer(review?: Record<string, unknown>): BearerIssuerConfig {
-  return issuer({ name: 'kubernetes', issuer: kube.url, audiences: [AUDIENCE], ...(review ? { tokenReview: { url: kube.url, caFile: kube.caFile, tokenFile: serviceTokenFile, ...review } } : {}) });
+  return issuer(reviewedIssuerInput(review));
 }
 
 /** The legacy secret-token issuer: signature against the API server's JWKS, the rest by TokenReview. */
@@ -176,9 +189,7 @@ afterAll(async () => {
 
 describe.skipIf(!binaries)('kube-apiserver TokenReview: RBAC', () => {
   it('without the auth-delegator binding the review is forbidden: 503 token_review_forbidden with a log line, never cached; with the shipped binding the check allows with the reviewed identity', async () => {
-    const { app, client, lines } = await startApp([
-      { name: 'kubernetes', issuer: kube.url, audiences: [AUDIENCE], caFile: kube.caFile, tokenFile: serviceTokenFile, claims: { user: 'sub' }, tokenReview: { url: kube.url, caFile: kube.caFile, tokenFile: serviceTokenFile } },
-    ]);
+    const { app, client, lines } = await startApp([reviewedIssuerInput({})]);
     try {
       const token = await kube.createToken(TEAM, 'pipeline-runner', { audiences: [AUDIENCE] });
       const check = () => client.check({ path: '/pipeline/apis/v2beta1/runs', headers: { authorization: `Bearer ${token}`, 'kubeflow-userid': 'admin@example.com' } });
@@ -213,7 +224,8 @@ describe.skipIf(!binaries)('kube-apiserver TokenReview: RBAC', () => {
   });
 });
 
-describe.skipIf(!binaries)('kube-apiserver TokenReview: tokens local verification cannot settle', () => {
+// Concurrent: each waits ~10 s for the API server's token cache, on objects of its own.
+describe.skipIf(!binaries).concurrent('kube-apiserver TokenReview: tokens local verification cannot settle', () => {
   it('a legacy secret token is accepted with review on (identity from the review) and refused with it off', async () => {
     const token = await legacyServiceAccount('legacy-bot');
     const on = await verifier([legacyIssuer()]);
@@ -274,9 +286,7 @@ describe.skipIf(!binaries)('kube-apiserver TokenReview: tokens local verificatio
 
 describe.skipIf(!binaries)('kube-apiserver TokenReview: outages', () => {
   it('API server stopped: 503 token_review_unavailable, nothing cached; after the restart the next check succeeds', async () => {
-    const { app, client } = await startApp([
-      { name: 'kubernetes', issuer: kube.url, audiences: [AUDIENCE], caFile: kube.caFile, tokenFile: serviceTokenFile, claims: { user: 'sub' }, tokenReview: { url: kube.url, caFile: kube.caFile, tokenFile: serviceTokenFile } },
-    ]);
+    const { app, client } = await startApp([reviewedIssuerInput({})]);
     try {
       const token = await kube.createToken(TEAM, 'pipeline-runner', { audiences: [AUDIENCE] });
       const check = () => client.check({ path: '/apis/v1/runs', headers: { authorization: `Bearer ${token}` } });
