@@ -3,12 +3,13 @@
  * chart's `tokenReview.enabled`, rendered for real; off unless switched on. test/kube-token-review.test.ts applies the
  * component's binding to a real API server; test/deploy-apiserver.test.ts dry-runs the chart variant there.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { checkInstall, kindOf, meshProvidersFromFiles, oidcConfigs } from './support/install-check.js';
-import { CHART_NAMESPACE, findRenderTools, HELM_VARIANTS, OVERLAYS, parseManifests, renderChart, renderKustomize, ROOT, run, type Obj } from './support/manifests.js';
+import { CHART, CHART_NAMESPACE, findRenderTools, HELM_VARIANTS, OVERLAYS, parseManifests, renderChart, renderKustomize, ROOT, run, type Obj } from './support/manifests.js';
 import { TOOLS_REQUIRED } from './support/tools.js';
 
 const found = findRenderTools();
@@ -95,6 +96,14 @@ describe.skipIf(!tools)('TokenReview RBAC: helm chart', () => {
     expect(egressPorts(objects)).toEqual(expect.arrayContaining([443, 6443]));
     const { config } = oidcConfigs(objects, name)[0]!;
     expect(config.issuers[0]!.tokenReview).toMatchObject({ url: 'https://kubernetes.default.svc', cacheTtlSeconds: 60 });
+  });
+
+  it('refuses to render a config that reviews tokens without the binding', () => {
+    const variant = HELM_VARIANTS['Kubernetes issuer with TokenReview']!;
+    expect(variant.slice(0, 2)).toEqual(['--set', 'tokenReview.enabled=true']);
+    const r = spawnSync(tools!.helm, ['template', 'authz', CHART, ...variant.slice(2)], { encoding: 'utf8' });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/config\.issuers kubernetes sets tokenReview: set tokenReview\.enabled=true/);
   });
 
   it('an existing ServiceAccount (serviceAccount.create=false) is the one bound', () => {
