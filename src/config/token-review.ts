@@ -32,4 +32,5 @@ export const tokenReviewSchema = z.strictObject({
   timeoutMs: z.number().int().min(100).max(60000).default(1500),
 });
 
+/** `issuers[].tokenReview` after parsing (defaults filled in). */
 export type TokenReviewConfig = z.infer<typeof tokenReviewSchema>;

@@ -3,12 +3,13 @@ import { readFile } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
 import type { ClaimMapping } from '../config/schema.js';
 import type { TokenReviewConfig } from '../config/token-review.js';
+import type { Reason } from '../decision/reasons.js';
 import { createIdpFetch, type IdpFetch } from '../http/idp-fetch.js';
 import { identityFromClaims, type ClaimsResult } from '../identity/claims.js';
 import type { Logger } from '../telemetry/logger.js';
 
-/** The reasons a review can refuse with (a subset of src/decision/reasons.ts). */
-export type ReviewFailureReason = 'token_review_denied' | 'token_review_unavailable' | 'token_review_forbidden';
+/** The reasons a review can refuse with: the `token_review_*` codes of src/decision/reasons.ts. */
+export type ReviewFailureReason = Extract<Reason, `token_review_${string}`>;
 
 /** What `TokenReviewer.review` answers. It never throws. */
 export type ReviewOutcome =
@@ -18,6 +19,7 @@ export type ReviewOutcome =
 /** The `outcome` label of the reviews metric: the API server's answer, or `cached` when the review cache answered. */
 export type ReviewEvent = 'authenticated' | 'denied' | 'forbidden' | 'unavailable' | 'cached';
 
+/** Everything one issuer's reviewer needs; built from `issuers[].tokenReview` by BearerVerifier. */
 export interface TokenReviewerOptions {
   /** Config name of the issuer: log field and first argument of `onReview`. */
   name: string;
