@@ -1,50 +1,70 @@
 import { Document } from 'yaml';
 import type { Config } from './config/schema.js';
 import { DECISION_REQUEST_HEADERS } from './http/authz-contract.js';
-import { identityHeaderNames } from './identity/headers.js';
+import { identityHeaderNames, strippedHeaderNames } from './identity/headers.js';
 import { meshTimeout, type RenderIstioOptions } from './render-istio.js';
+
+/**
+ * What Envoy sends the listener: every header the ladder reads, and every identity header name with its "_" twin.
+ * Envoy passes only the listed headers, and a client's copy the listener never sees is one it cannot have removed.
+ */
+function checkedHeaders(config: Config): string[] {
+  const identity = strippedHeaderNames(config.identity).flatMap((h) => [h, h.replace(/-/g, '_')]);
+  return [...new Set([...DECISION_REQUEST_HEADERS, ...identity])];
+}
 
 /** What Envoy copies from the listener's allow onto the upstream request: the identity headers and Cookie. */
 function upstreamHeaders(config: Config): string[] {
   return [...identityHeaderNames(config.identity, config.session?.forwardIdToken === true), 'cookie'];
 }
 
+/** Istio's `envoyExtAuthzHttp` provider fields, as rendered (and as the gateway emulator's HTTP mode is configured). */
+export interface IstioHttpProvider {
+  service: string;
+  port: number;
+  pathPrefix: string;
+  timeout: string;
+  failOpen: boolean;
+  statusOnError: string;
+  includeRequestHeadersInCheck: string[];
+  headersToUpstreamOnAllow: string[];
+  headersToDownstreamOnAllow: string[];
+}
+
 /**
- * The Istio `meshConfig.extensionProviders` entry for the HTTP listener (`envoyExtAuthzHttp`). Envoy sends only
- * Host, Method, Path and Content-Length unless told otherwise, so `includeRequestHeadersInCheck` names every header
- * the ladder reads; `headersToUpstreamOnAllow` the identity headers and the Cookie header without our cookies;
+ * The `envoyExtAuthzHttp` provider for a config. Envoy sends only Host, Method, Path, Content-Length and
+ * Authorization unless told otherwise, so `includeRequestHeadersInCheck` names every header the ladder reads and
+ * every identity header name (so the client's copies are seen and removed);
+ * `headersToUpstreamOnAllow` the identity headers and the Cookie header without our cookies;
  * `headersToDownstreamOnAllow` the refreshed session's Set-Cookie. Denies pass every answer header (Istio's default).
- * The AuthorizationPolicy is the gRPC one's (`render istio`), with this provider's name.
+ */
+export function istioHttpProvider(config: Config, options: RenderIstioOptions = {}): IstioHttpProvider {
+  return {
+    service: `${options.service ?? 'oidc-ext-authz'}.${options.namespace ?? 'oidc-ext-authz'}.svc.cluster.local`,
+    port: options.port ?? config.server.http.port,
+    pathPrefix: config.server.http.pathPrefix,
+    timeout: `${meshTimeout(config).seconds}s`,
+    failOpen: false,
+    statusOnError: String(config.decision.errorStatus),
+    includeRequestHeadersInCheck: checkedHeaders(config),
+    headersToUpstreamOnAllow: upstreamHeaders(config),
+    headersToDownstreamOnAllow: ['set-cookie'],
+  };
+}
+
+/**
+ * The Istio `meshConfig.extensionProviders` entry for the HTTP listener (see `istioHttpProvider`). The
+ * AuthorizationPolicy is the gRPC one's (`render istio`), with this provider's name.
  */
 export function renderIstioHttp(config: Config, options: RenderIstioOptions = {}): string {
   const name = options.providerName ?? 'oidc-ext-authz-http';
-  const timeout = meshTimeout(config);
-  const doc = new Document({
-    meshConfig: {
-      extensionProviders: [
-        {
-          name,
-          envoyExtAuthzHttp: {
-            service: `${options.service ?? 'oidc-ext-authz'}.${options.namespace ?? 'oidc-ext-authz'}.svc.cluster.local`,
-            port: options.port ?? config.server.http.port,
-            pathPrefix: config.server.http.pathPrefix,
-            timeout: `${timeout.seconds}s`,
-            failOpen: false,
-            statusOnError: String(config.decision.errorStatus),
-            includeRequestHeadersInCheck: [...DECISION_REQUEST_HEADERS],
-            headersToUpstreamOnAllow: upstreamHeaders(config),
-            headersToDownstreamOnAllow: ['set-cookie'],
-          },
-        },
-      ],
-    },
-  });
+  const doc = new Document({ meshConfig: { extensionProviders: [{ name, envoyExtAuthzHttp: istioHttpProvider(config, options) }] } });
   doc.commentBefore = [
     ' meshConfig extension provider for the HTTP listener (server.http): istiod Helm values, or IstioOperator spec.meshConfig.',
     ' Envoy takes only a 200 as allow and a 5xx as an error (failOpen: false: the client gets statusOnError).',
     ' x-envoy-auth-headers-to-remove in the answer removes the client copies of identity headers and Authorization.',
     ' server.http.trustedProxies must list the ingress gateway pods (their CIDR).',
-    ...timeout.note.map((line) => ` ${line}`),
+    ...meshTimeout(config).note.map((line) => ` ${line}`),
   ].join('\n');
   return doc.toString();
 }
@@ -74,7 +94,7 @@ export function renderEnvoyGateway(config: Config, options: RenderEnvoyGatewayOp
       targetRefs: [{ group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', name: options.route ?? 'app' }],
       extAuth: {
         failOpen: false,
-        headersToExtAuth: [...DECISION_REQUEST_HEADERS],
+        headersToExtAuth: checkedHeaders(config),
         http: {
           backendRefs: [{ name: 'oidc-ext-authz', namespace, port: config.server.http.port }],
           path: config.server.http.pathPrefix,

@@ -152,7 +152,7 @@ describe('render istio-http and envoy-gateway', () => {
     const p = doc.meshConfig.extensionProviders[0]!.envoyExtAuthzHttp;
     expect(p).toMatchObject({ port: 9101, pathPrefix: '/envoy', failOpen: false, statusOnError: '503', headersToDownstreamOnAllow: ['set-cookie'] });
     expect(p.headersToUpstreamOnAllow).toEqual(COPIED);
-    expect(p.includeRequestHeadersInCheck).toEqual(expect.arrayContaining(['authorization', 'cookie', 'accept', 'x-requested-with', 'sec-fetch-mode', 'x-forwarded-proto']));
+    expect(p.includeRequestHeadersInCheck).toEqual(expect.arrayContaining(['authorization', 'cookie', 'accept', 'x-requested-with', 'sec-fetch-mode', 'x-forwarded-proto', 'x-user', 'x_user', 'x-legacy-user', 'kubeflow_userid']));
     expect(p).not.toHaveProperty('headersToDownstreamOnDeny');
   });
 
