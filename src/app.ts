@@ -16,6 +16,7 @@ import { createSessionStore } from './session/index.js';
 import type { SessionStore } from './session/types.js';
 import { createLogger, type Logger } from './telemetry/logger.js';
 import { Metrics } from './telemetry/metrics.js';
+import { startTracing } from './telemetry/tracing.js';
 import { BearerVerifier } from './token/verify.js';
 
 /** What tests and embedders may inject; everything else comes from the config. */
@@ -109,6 +110,7 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
     flow ? (provider, body) => flow.backchannelLogout(provider, body) : undefined,
   );
 
+  let stopTracing: (() => Promise<void>) | undefined;
   const app: App = {
     config,
     metrics,
@@ -117,6 +119,8 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
     adminPort: 0,
     ready: allReady,
     async start() {
+      // Before anything can make a span: the first key-set fetches and Checks are traced too.
+      if (config.tracing.enabled) stopTracing = await startTracing(tracingOptions(config));
       // Key sets and discovery are fetched in the background: an IdP that is down must not stop the server.
       void Promise.allSettled([verifier.start(), browser?.start()]).then(() => {
         started = true;
@@ -137,8 +141,15 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
       await browser?.close();
       await store?.close();
       await admin.close();
+      await stopTracing?.();
       logger.info('stopped');
     },
   };
   return app;
+}
+
+/** The `tracing` section with its header secrets read (parseConfig resolved them). */
+function tracingOptions(config: Config) {
+  const { headers, ...rest } = config.tracing;
+  return { ...rest, headers: Object.fromEntries(Object.entries(headers).map(([name, ref]) => [name, secretValue(ref)])) };
 }

@@ -8,6 +8,11 @@ import type { Decider } from './decide.js';
 import type { CheckInput } from './types.js';
 import { encodeCheckResponse } from './wire/check-codec.js';
 import { StoreUnavailableError } from '../session/types.js';
+import { traceServer, type SpanAttributes } from '../telemetry/tracing.js';
+
+/** gRPC span name (`package.Service/Method`), as the mesh's own spans name the call. */
+const CHECK_SPAN = 'envoy.service.auth.v3.Authorization/Check';
+const headersOf = (input: CheckInput) => (input.kind === 'http' ? input.http.headers : undefined);
 
 /**
  * Wraps the ladder for the gRPC server: times the decision, counts it by result and reason, logs local replies, and turns
@@ -31,10 +36,22 @@ export function createCheckHandler(decider: Decider, metrics: Metrics, logger: L
   const storeDown = unavailable('store_unavailable', errorStatus);
   const internal = unavailable('internal_error', errorStatus);
 
+  const decide = (input: CheckInput) => decider.decide(input);
+  // Names only (route, issuer, reason codes): never a header, a path or an identity.
+  const describe = (decision: Decision, input: CheckInput): SpanAttributes => ({
+    'rpc.system': 'grpc',
+    'rpc.service': 'envoy.service.auth.v3.Authorization',
+    'rpc.method': 'Check',
+    'authz.reason': decision.reason,
+    'authz.result': resultOf(decision.reason, isAllow(decision)),
+    'authz.route': input.kind === 'http' ? decider.routeName(input.http) : input.kind,
+    ...(decision.issuer !== undefined ? { 'authz.issuer': decision.issuer } : {}),
+  });
+
   const finish = (decision: Decision, input: CheckInput, start: number): Buffer => {
     const response = decision.response;
     const bytes = Buffer.isBuffer(response) ? response : encodeCheckResponse(response);
-    const allowed = Buffer.isBuffer(response) || response.kind === 'allow';
+    const allowed = isAllow(decision);
     histogram.observe((performance.now() - start) / 1000);
     if (allowed) {
       allowCount.get(decision.reason)!.inc();
@@ -50,7 +67,7 @@ export function createCheckHandler(decider: Decider, metrics: Metrics, logger: L
     const start = performance.now();
     let decision: Decision;
     try {
-      decision = await decider.decide(input);
+      decision = await traceServer(CHECK_SPAN, input, headersOf, decide, describe);
     } catch (err) {
       decision = err instanceof StoreUnavailableError ? storeDown : internal;
       logger.error({ reason: decision.reason, err: err instanceof Error ? err.message : String(err) }, 'decision failed');
@@ -62,6 +79,11 @@ export function createCheckHandler(decider: Decider, metrics: Metrics, logger: L
       return finish(internal, input, start);
     }
   };
+}
+
+/** Bytes are always an allow (a cached, pre-encoded one). */
+function isAllow(decision: Decision): boolean {
+  return Buffer.isBuffer(decision.response) || decision.response.kind === 'allow';
 }
 
 /**

@@ -1,5 +1,6 @@
 import { X509Certificate } from 'node:crypto';
 import type { BearerIssuerConfig, Config } from './schema.js';
+import { tracingProblems } from './tracing-rules.js';
 
 /** One problem in a configuration, addressed by its dotted path (`routes.2.path.regex`). */
 export interface ConfigIssue {
@@ -25,6 +26,7 @@ export function validateConfig(config: Config, files: FileReader | undefined): C
     ...routeProblems(config),
     ...serverProblems(config),
     ...sessionProblems(config),
+    ...tracingProblems(config),
     ...(files === undefined ? [] : fileProblems(config, files)),
   ];
 }

@@ -45,6 +45,8 @@ export interface StackOptions {
   envoyVersion?: EnvoyVersion;
   /** Check only the requests this CUSTOM policy matches, as Istio does (default: every request). */
   customPolicy?: CustomPolicy;
+  /** The `tracing` config (export to a test Jaeger). */
+  tracing?: Record<string, unknown>;
 }
 
 /** IdP + N product replicas (createApp) + N Envoy emulators + one echo upstream, all on loopback. */
@@ -95,6 +97,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     server: { grpc: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } },
     log: { level: 'silent' },
     ...(options.issuers !== undefined ? { issuers: options.issuers } : {}),
+    ...(options.tracing !== undefined ? { tracing: options.tracing } : {}),
     providers: [
       {
         name: 'corp',
