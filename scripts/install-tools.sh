@@ -2,9 +2,9 @@
 # Installs the external programs that the tests, the demo and the benchmarks
 # drive: Debian packages (redis-server, chromium, h2load), Go-built tools
 # (ghz, dex, oauth2-proxy, kustomize, helm, opa-envoy-plugin, etcd,
-# kube-apiserver) and Keycloak.
+# kube-apiserver, jaeger) and Keycloak.
 #
-# Usage: scripts/install-tools.sh [apt|go|keycloak|ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver]...
+# Usage: scripts/install-tools.sh [apt|go|keycloak|ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver|jaeger]...
 #        (no argument = everything)
 #
 # Go tools land in <repo>/.cache/tools/bin, built from the Go module proxy with
@@ -38,6 +38,13 @@
 #   Both are only for tests (test/support/kube-apiserver.ts). Cold builds on 2
 #   shared cores (load ~14, 2026-12-01): kube-apiserver 19m45s wall (7m42s
 #   user CPU), etcd 2m14s; with the Go build cache warm, 18 s and 8 s.
+#   - jaeger v1.76.0: the one release of github.com/jaegertracing/jaeger the
+#     proxy serves. Its cmd/jaeger is Jaeger v2 (an OpenTelemetry collector
+#     build: OTLP receiver, memory storage, query API), which the tracing tests
+#     export to and query (test/support/jaeger.ts). Built from a throw-away
+#     module (like `go get -tool`); the version is stamped with -X because a
+#     module build reports an empty one. Cold build on 2 shared cores
+#     (2026-12-02): 14m28s wall (5m40s user CPU); warm, a relink.
 #   - keycloak 26.5.6: the newest 26.5 patch Maven Central serves (the issue-10
 #     reproduction ran on 26.5). Its server zip (org.keycloak:keycloak-quarkus-dist)
 #     comes through Maven's own client into .cache/keycloak; it needs Java 21+
@@ -79,13 +86,15 @@ KUBE_MOD=k8s.io/kubernetes
 KUBE_VERSION=v1.34.4
 # The published k8s.io/<staging module> release that matches KUBE_VERSION.
 KUBE_STAGING_VERSION=v0.34.4
+JAEGER_MOD=github.com/jaegertracing/jaeger
+JAEGER_VERSION=v1.76.0
 KEYCLOAK_GAV=org.keycloak:keycloak-quarkus-dist
 KEYCLOAK_VERSION=26.5.6
 MVN_DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
 # redis-sentinel is its own Debian package (the sentinel topology tests run it).
 APT_PACKAGES=(redis-server redis-sentinel chromium nghttp2-client)
-GO_TOOLS=(ghz dex oauth2-proxy kustomize helm opa-envoy-plugin etcd kube-apiserver)
+GO_TOOLS=(ghz dex oauth2-proxy kustomize helm opa-envoy-plugin etcd kube-apiserver jaeger)
 # Tools whose failure is reported but does not fail the script.
 OPTIONAL_TOOLS=" opa-envoy-plugin "
 
@@ -108,7 +117,7 @@ else
       apt) WANT[apt]=1 ;;
       keycloak) WANT[keycloak]=1 ;;
       go) for t in "${GO_TOOLS[@]}"; do WANT[$t]=1; done ;;
-      ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver) WANT[$a]=1 ;;
+      ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver|jaeger) WANT[$a]=1 ;;
       *) echo "install-tools: unknown tool '$a'" >&2; usage; exit 2 ;;
     esac
   done
@@ -183,6 +192,7 @@ tool_version_cmd() {
     opa-envoy-plugin) "$BIN/opa-envoy-plugin" version ;;
     etcd) "$BIN/etcd" --version ;;
     kube-apiserver) "$BIN/kube-apiserver" --version ;;
+    jaeger) "$BIN/jaeger" version 2>/dev/null ;;
   esac
 }
 
@@ -198,6 +208,7 @@ tool_spec() { # prints: module version package method ldflags
     etcd) echo "$ETCD_MOD $ETCD_VERSION . tmpmod -" ;;
     # gitVersion: what /version and --version report (the default is v0.0.0-master).
     kube-apiserver) echo "$KUBE_MOD $KUBE_VERSION $KUBE_MOD/cmd/kube-apiserver tmpmod -X=k8s.io/component-base/version.gitVersion=$KUBE_VERSION" ;;
+    jaeger) echo "$JAEGER_MOD $JAEGER_VERSION $JAEGER_MOD/cmd/jaeger tmpmod -X=$JAEGER_MOD/internal/version.latestVersion=$JAEGER_VERSION" ;;
   esac
 }
 
