@@ -1,11 +1,11 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { findTool } from './find-tool.js';
 import { freePort } from './ports.js';
+import { spawnTool } from './tool-process.js';
 
 export const JAEGER_MISSING = 'jaeger not found: `bash scripts/install-tools.sh jaeger` builds it into .cache/tools/bin (or set JAEGER_PATH)';
 
@@ -72,36 +72,16 @@ export async function startJaeger(binary: string): Promise<TestJaeger> {
   const configPath = join(dir, 'config.yaml');
   writeFileSync(configPath, stringify(config));
 
-  const lines: string[] = [];
-  const keep = (chunk: Buffer) => {
-    lines.push(...chunk.toString('utf8').split('\n').filter((l) => l !== ''));
-    if (lines.length > 300) lines.splice(0, lines.length - 300);
-  };
-  const child: ChildProcess = spawn(binary, ['--config', configPath], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const killOnExit = () => child.kill('SIGKILL');
-  process.once('exit', killOnExit);
-
-  const close = async () => {
-    process.removeListener('exit', killOnExit);
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
-    }
-    rmSync(dir, { recursive: true, force: true });
-  };
+  const tool = spawnTool(binary, ['--config', configPath], dir);
+  const close = tool.close;
 
   const queryOrigin = `http://127.0.0.1:${queryPort}`;
   const otlpTracesUrl = `http://127.0.0.1:${otlpPort}/v1/traces`;
   const deadline = Date.now() + 30_000;
   for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null || Date.now() > deadline) {
+    if (tool.exited() || Date.now() > deadline) {
       await close();
-      throw new Error(`jaeger did not start (exit ${child.exitCode ?? child.signalCode}):\n${lines.join('\n')}`);
+      throw new Error(`jaeger did not start (exit ${tool.child.exitCode ?? tool.child.signalCode}):\n${tool.logs()}`);
     }
     if ((await answers(`${queryOrigin}/api/services`)) && (await answers(otlpTracesUrl, 'POST'))) break;
     await sleep(50);
@@ -122,7 +102,7 @@ export async function startJaeger(binary: string): Promise<TestJaeger> {
       const { status, body } = await getJson(`/api/traces/${traceId}`);
       return status === 200 ? body.data?.[0] : undefined;
     },
-    logs: () => lines.join('\n'),
+    logs: tool.logs,
     close,
   };
 }
