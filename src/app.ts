@@ -5,6 +5,7 @@ import { EngineSlot } from './check/engine.js';
 import { AdminServer, type ReadinessCheck } from './server/admin.js';
 import { GrpcServer } from './server/grpc.js';
 import { HealthService } from './server/health.js';
+import { HttpAuthzServer } from './server/http-authz.js';
 import { createLogger, type Logger } from './telemetry/logger.js';
 import { Metrics } from './telemetry/metrics.js';
 import { startTracing } from './telemetry/tracing.js';
@@ -27,6 +28,8 @@ export interface App {
   /** Bound ports (useful with port 0). */
   grpcPort: number;
   adminPort: number;
+  /** The HTTP authorization listener's port; 0 when `server.http` is off. */
+  httpPort: number;
   ready(): boolean;
   start(): Promise<void>;
   /** SIGTERM path: NOT_SERVING first, optional delay, drain in-flight checks, close. */
@@ -48,6 +51,9 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
   const readiness = (): readonly ReadinessCheck[] => slot.current.readiness;
   const allReady = () => readiness().every((r) => r.ready());
   const health = new HealthService(allReady);
+  // Listener settings need a restart (a reload refuses to change them): the listener is built from the first config.
+  const http = config.server.http;
+  const httpServer = http.enabled ? new HttpAuthzServer({ ...http, wrapper: slot.wrapper, logger }) : undefined;
   const grpcServer = new GrpcServer({
     host: config.server.grpc.host,
     port: config.server.grpc.port,
@@ -68,6 +74,7 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
     engine: slot,
     grpcPort: 0,
     adminPort: 0,
+    httpPort: 0,
     ready: allReady,
     async start() {
       // Before anything can make a span: the first key-set fetches and Checks are traced too.
@@ -76,15 +83,17 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
       void slot.current.start();
       app.adminPort = await admin.start();
       app.grpcPort = await grpcServer.start();
-      logger.info({ grpcPort: app.grpcPort, adminPort: app.adminPort, issuers: config.issuers.length, providers: config.providers.length }, 'listening');
+      app.httpPort = (await httpServer?.start()) ?? 0;
+      logger.info({ grpcPort: app.grpcPort, adminPort: app.adminPort, ...(httpServer ? { httpPort: app.httpPort } : {}), issuers: config.issuers.length, providers: config.providers.length }, 'listening');
     },
     async stop() {
       health.setDraining();
       admin.setDraining();
       const delay = config.server.shutdownDelaySeconds * 1000;
       if (delay > 0) await new Promise((r) => setTimeout(r, delay));
-      logger.info({ inFlight: grpcServer.inFlight }, 'draining');
-      await grpcServer.drain(config.server.shutdownGraceSeconds * 1000);
+      logger.info({ inFlight: grpcServer.inFlight + (httpServer?.inFlight ?? 0) }, 'draining');
+      const grace = config.server.shutdownGraceSeconds * 1000;
+      await Promise.all([grpcServer.drain(grace), httpServer?.drain(grace)]);
       health.close();
       await slot.current.close();
       await admin.close();

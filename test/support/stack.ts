@@ -47,6 +47,8 @@ export interface StackOptions {
   customPolicy?: CustomPolicy;
   /** The `tracing` config (export to a test Jaeger). */
   tracing?: Record<string, unknown>;
+  /** Merged into `server.http`: the HTTP authorization listener (on loopback, port 0, when enabled here). */
+  httpListener?: Record<string, unknown>;
 }
 
 /** IdP + N product replicas (createApp) + N Envoy emulators + one echo upstream, all on loopback. */
@@ -94,7 +96,11 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
           ttl: { AccessToken: 600, IdToken: 600, ...options.ttl },
         });
   const config = parseConfig({
-    server: { grpc: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } },
+    server: {
+      grpc: { host: '127.0.0.1', port: 0 },
+      admin: { host: '127.0.0.1', port: 0 },
+      ...(options.httpListener ? { http: { host: '127.0.0.1', port: 0, ...options.httpListener } } : {}),
+    },
     log: { level: 'silent' },
     ...(options.issuers !== undefined ? { issuers: options.issuers } : {}),
     ...(options.tracing !== undefined ? { tracing: options.tracing } : {}),
