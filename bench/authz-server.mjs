@@ -16,13 +16,15 @@ export const AUDIENCE = 'bench';
  * The benchmark's configuration: one issuer for bearer tokens and the same issuer as OIDC provider. `issuers` replaces
  * the bearer issuers and drops the browser login (bench/memory.mjs: a bare JWKS server has no discovery to log in with).
  */
-export function authzConfig({ issuer, grpcPort, adminPort, cache, workers, sessionKey, issuers }) {
+export function authzConfig({ issuer, grpcPort, adminPort, cache, workers, sessionKey, issuers, extra }) {
   if (issuers) {
     return {
       server: { grpc: { host: '127.0.0.1', port: grpcPort, workers }, admin: { host: '127.0.0.1', port: adminPort } },
       log: { level: 'info' },
       ...(cache ? { cache } : {}),
       issuers,
+      // bench/memory.mjs: its own login provider, session and routes next to the bearer issuers.
+      ...extra,
     };
   }
   return {
@@ -46,11 +48,11 @@ export function authzConfig({ issuer, grpcPort, adminPort, cache, workers, sessi
  * Starts `node dist/cli.js serve` with that config (`cli`: another build's cli.js, for a baseline). Fixed ports (cluster
  * workers need them). Resolves when every process is listening and /readyz says ready (JWKS fetched, provider discovered).
  */
-export async function startAuthz({ name, workDir, issuer, cache, workers = 0, sessionKey, issuers, nodeArgs = [], cli = join(root, 'dist/cli.js') }) {
+export async function startAuthz({ name, workDir, issuer, cache, workers = 0, sessionKey, issuers, extra, nodeArgs = [], cli = join(root, 'dist/cli.js') }) {
   const grpcPort = await freePort();
   const adminPort = await freePort();
   const file = join(workDir, `${name}.json`);
-  writeFileSync(file, JSON.stringify(authzConfig({ issuer, grpcPort, adminPort, cache, workers, sessionKey, issuers }), null, 2));
+  writeFileSync(file, JSON.stringify(authzConfig({ issuer, grpcPort, adminPort, cache, workers, sessionKey, issuers, extra }), null, 2));
   const p = await startProcess(name, process.execPath, [...nodeArgs, cli, 'serve', '--config', file], {
     log: join(workDir, `${name}.log`),
     ready: jsonListening(Math.max(1, workers)),
