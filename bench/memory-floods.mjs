@@ -7,6 +7,8 @@
 //              random bearer bytes (401 bearer_malformed) and a well-formed token with a forged signature (401
 //              bearer_signature, the one refusal that costs a signature check and is negatively cached)
 //   redirects: browsers with no cookie on distinct hosts and paths (302 to the IdP, a new login state each)
+//   both:      distinct valid bearer tokens and distinct valid session cookies in turn (allow): both decision caches
+//              fill, the worst case of live cache data (2 x cache.maxBytes)
 import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { createServer } from 'node:http';
 import http2 from 'node:http2';
@@ -18,8 +20,9 @@ import { checkRequest, CHECK_PATH, decodeCheckResponse, deniedHeaders, grpcFrame
 const root = fileURLToPath(new URL('..', import.meta.url));
 const { cookieName } = await import(join(root, 'dist/session/cookies.js'));
 const { parseConfig } = await import(join(root, 'dist/config/load.js'));
+const { KeyRing, createSessionStore } = await import(join(root, 'dist/session/index.js'));
 
-export const FLOODS = ['tokens', 'garbage', 'redirects'];
+export const FLOODS = ['tokens', 'garbage', 'redirects', 'both'];
 const CLIENT = { clientId: 'bench-memory', clientSecret: 'bench-memory-secret' };
 
 /**
@@ -78,10 +81,14 @@ export function floodConfig(issuer, sessionKey) {
   };
 }
 
-/** Request i of a flood, encoded, and what its answer must be. */
+/**
+ * Request i of a flood, encoded, and what its answer must be (a promise for `both`: its session cookies are sealed
+ * here, by the product's own cookie store under the server's key, as a finished login would have them).
+ */
 export function floodRequests(name, issuer, sessionKey) {
   const session = parseConfig({ ...floodConfig(issuer, sessionKey).extra, issuers: [] }).session;
   const sessionCookie = cookieName(session.cookieName, session);
+  const store = createSessionStore(session, new KeyRing([Buffer.from(sessionKey, 'base64')]));
   const api = { accept: 'application/json', 'sec-fetch-mode': 'cors' };
   const random = (n) => randomBytes(n).toString('base64url');
   const redirect = (d) => outcome(d) === 302 && deniedHeaders(d, 'location')[0]?.startsWith(`${issuer.issuer}/auth?`);
@@ -105,6 +112,16 @@ export function floodRequests(name, issuer, sessionKey) {
           default:
             return { body: checkRequest('/api/v1/runs', { authorization: `Bearer ${issuer.forged(i)}`, ...api }), expect: (d) => outcome(d) === 401 };
         }
+      };
+    case 'both':
+      return async (i) => {
+        if (i % 2 === 0) return { body: checkRequest('/notebooks/', { authorization: `Bearer ${issuer.token(i)}`, ...api }), expect: (d) => outcome(d) === 'allow' };
+        const now = Math.floor(Date.now() / 1000);
+        const identity = { user: `s${i}@example.com`, email: `s${i}@example.com`, groups: ['team-a', 'ml'], preferredUsername: undefined, subject: `s-${i}`, source: 'idp' };
+        const lines = await store.save({ provider: 'idp', issuer: issuer.issuer, subject: `s-${i}`, identity, tokenExpiresAt: now + 3600, createdAt: now, lastSeenAt: now, sessionId: random(16) }, undefined);
+        // The lines that set a value (save also expires any stale chunks: those a browser would drop).
+        const cookie = lines.map((l) => l.split(';')[0]).filter((c) => !c.endsWith('=')).join('; ');
+        return { body: checkRequest('/notebooks/', { cookie }), expect: (d) => outcome(d) === 'allow' };
       };
     case 'redirects':
       return (i) => ({ body: checkRequest(`/p/${i}/${random(12)}?q=${i}`, {}, `h${i}-${randomBytes(4).toString('hex')}.example.com`), expect: redirect });
@@ -141,9 +158,9 @@ export async function runFlood(server, { name, count, concurrency, samples, requ
   const t0 = performance.now();
   const cpu0 = cpuSeconds([server.pid]);
 
-  const send = (i) => {
-    const { body, expect } = request(i);
-    return new Promise((resolve) => {
+  const send = async (i) => {
+    const { body, expect } = await request(i);
+    await new Promise((resolve) => {
       const stream = session.request(HEADERS);
       const chunks = [];
       stream.on('data', (c) => chunks.push(c));
@@ -166,7 +183,8 @@ export async function runFlood(server, { name, count, concurrency, samples, requ
     const point = { requests: done, seconds: (performance.now() - t0) / 1000, rssMiB: rssMiB(server.pid), hwmMiB: peakRssMiB([server.pid]), ...(await gauges(server)) };
     curve.push(point);
     const b = point.bearer;
-    log(`${name.padEnd(9)} ${String(done).padStart(9)}  ${point.seconds.toFixed(0).padStart(4)} s  RSS ${point.rssMiB.toFixed(1)} MiB (heap ${point.heapUsedMiB.toFixed(0)}/${point.heapTotalMiB.toFixed(0)}, external ${point.externalMiB.toFixed(0)})  bearer cache ${b.entries} entries ${(b.bytes / 1048576).toFixed(1)} MiB ${b.evictions} evictions, session cache ${point.session.entries}`);
+    const c = point.session;
+    log(`${name.padEnd(9)} ${String(done).padStart(9)}  ${point.seconds.toFixed(0).padStart(4)} s  RSS ${point.rssMiB.toFixed(1)} MiB (heap ${point.heapUsedMiB.toFixed(0)}/${point.heapTotalMiB.toFixed(0)}, external ${point.externalMiB.toFixed(0)})  caches: bearer ${b.entries} entries ${(b.bytes / 1048576).toFixed(1)} MiB ${b.evictions} evictions, session ${c.entries} entries ${(c.bytes / 1048576).toFixed(1)} MiB`);
   };
 
   await sample();

@@ -1,5 +1,5 @@
-// Memory under floods: distinct valid tokens, distinct garbage credentials, distinct hosts and paths sent to log in
-// (bench/memory-floods.mjs). Each flood runs against its own fresh server process, whose RSS is sampled against
+// Memory under floods: distinct valid tokens, distinct garbage credentials, distinct hosts and paths sent to log in,
+// distinct valid tokens and sessions together (bench/memory-floods.mjs). Each flood runs against its own fresh server process, whose RSS is sampled against
 //   (1) the memory limit of the shipped manifests, with their NODE_OPTIONS (read from deploy/base, bench/memory-limits.mjs)
 //   (2) base + 2 x cache.maxBytes + ALLOWANCE_MIB, base being the RSS before the first request,
 // and must stay flat over the second half of the run. Exits 1 when the shipped options break either bound or any
@@ -8,7 +8,7 @@
 //        [--max-entries N] [--concurrency C] [--variants "shipped|defaults|--max-old-space-size=256 --max-semi-space-size=8"]
 //        [--count N | --count tokens=N,garbage=N,redirects=N] [--out-suffix NAME]
 // Defaults: 1,000,000 requests per flood, cache.maxBytes 64 MiB (the config default); --quick (CI): 20,000 tokens,
-// 20,000 garbage, 10,000 redirects, 4 MiB. Writes bench/results/memory{-NAME}.{json,md} and one .svg per flood
+// 20,000 garbage, 10,000 redirects, 20,000 both, 4 MiB. Writes bench/results/memory{-NAME}.{json,md} and one .svg per flood
 // of the first variant (--quick: bench/results/quick/).
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -33,7 +33,7 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const arg = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt);
-const QUICK_COUNTS = { tokens: 20_000, garbage: 20_000, redirects: 10_000 };
+const QUICK_COUNTS = { tokens: 20_000, garbage: 20_000, redirects: 10_000, both: 20_000 };
 const floods = arg('--floods', FLOODS.join(',')).split(',');
 for (const f of floods) if (!FLOODS.includes(f)) throw new Error(`--floods: expected some of ${FLOODS.join(',')}, got ${f}`);
 // --count N for every flood, or per flood: --count tokens=1000000,garbage=300000
@@ -108,10 +108,10 @@ function verdict(variant, flood, run) {
   if (peak > shipped.limitMiB) problems.push(`peak ${peak.toFixed(0)} MiB > the manifests' limit ${shipped.limitMiB} MiB`);
   if (growth > FLAT_MIB) problems.push(`RSS grew ${growth.toFixed(0)} MiB over the second half (> ${FLAT_MIB} MiB)`);
   // Garbage and logins leave nothing in the session cache: an entry per garbage cookie would be memory an attacker sizes.
-  if (flood !== 'tokens' && last.session.entries > 0) problems.push(`${last.session.entries} session cache entries left by a flood of garbage`);
+  if ((flood === 'garbage' || flood === 'redirects') && last.session.entries > 0) problems.push(`${last.session.entries} session cache entries left by a flood of garbage`);
   const summary =
     `${variant.label}, ${flood}: ${done.toLocaleString('en-US')} in ${run.seconds.toFixed(0)} s (${Math.round(done / run.seconds)}/s, ${run.cpuUsPerCheck.toFixed(0)} µs server CPU each); ` +
-    `bearer cache ${last.bearer.entries.toLocaleString('en-US')} entries ${(last.bearer.bytes / 1048576).toFixed(1)} MiB, session cache ${last.session.entries}; ` +
+    `caches: bearer ${last.bearer.entries.toLocaleString('en-US')} entries ${(last.bearer.bytes / 1048576).toFixed(1)} MiB, session ${last.session.entries.toLocaleString('en-US')} entries ${(last.session.bytes / 1048576).toFixed(1)} MiB; ` +
     `RSS base ${base.toFixed(0)}, peak ${peak.toFixed(0)}, end ${last.rssMiB.toFixed(0)} MiB (heap used ${last.heapUsedMiB.toFixed(0)} of ${last.heapTotalMiB.toFixed(0)}), 2nd half ${growth >= 0 ? '+' : ''}${growth.toFixed(0)} MiB; ` +
     `bound ${allowed.toFixed(0)} MiB, limit ${shipped.limitMiB} MiB: ${problems.length === 0 ? 'within' : `**over**: ${problems.join('; ')}`}`;
   return { variant: variant.label, shipped: variant.shipped, nodeOptions: variant.nodeArgs.join(' '), flood, requests: done, seconds: run.seconds, perSecond: done / run.seconds, cpuUsPerCheck: run.cpuUsPerCheck, wrong: run.wrong, baseRssMiB: base, peakRssMiB: peak, allowedMiB: allowed, limitMiB: shipped.limitMiB, growthSecondHalfMiB: growth, met: problems.length === 0, problems, summary, curve };
@@ -128,9 +128,9 @@ for (const r of results.filter((r) => r.variant === variants[0].label)) writeFil
 const md = [
   `${date}: cache.maxBytes ${boundMiB} MiB, ${CONCURRENCY} streams; bound = base + 2 x maxBytes + ${ALLOWANCE_MIB} MiB; the manifests: ${shipped.nodeOptions.join(' ')}, limits.memory ${shipped.limitMiB} MiB. ${failed.length === 0 ? 'Within the bounds.' : '**Over a bound.**'}`,
   '',
-  '| Node options | flood | requests | checks/s | server CPU µs/check | RSS base MiB | RSS peak MiB | bound MiB | 2nd half MiB | bearer cache entries | |',
+  '| Node options | flood | requests | checks/s | server CPU µs/check | RSS base MiB | RSS peak MiB | bound MiB | 2nd half MiB | cache entries (bearer / session) | |',
   '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|',
-  ...results.map((r) => `| ${r.variant} | ${r.flood} | ${r.requests.toLocaleString('en-US')} | ${Math.round(r.perSecond)} | ${r.cpuUsPerCheck.toFixed(0)} | ${r.baseRssMiB.toFixed(0)} | ${r.peakRssMiB.toFixed(0)} | ${r.allowedMiB.toFixed(0)} | ${r.growthSecondHalfMiB >= 0 ? '+' : ''}${r.growthSecondHalfMiB.toFixed(0)} | ${r.curve.at(-1).bearer.entries.toLocaleString('en-US')} | ${r.met ? 'within' : `**over**: ${r.problems.join('; ')}`} |`),
+  ...results.map((r) => `| ${r.variant} | ${r.flood} | ${r.requests.toLocaleString('en-US')} | ${Math.round(r.perSecond)} | ${r.cpuUsPerCheck.toFixed(0)} | ${r.baseRssMiB.toFixed(0)} | ${r.peakRssMiB.toFixed(0)} | ${r.allowedMiB.toFixed(0)} | ${r.growthSecondHalfMiB >= 0 ? '+' : ''}${r.growthSecondHalfMiB.toFixed(0)} | ${r.curve.at(-1).bearer.entries.toLocaleString('en-US')} / ${r.curve.at(-1).session.entries.toLocaleString('en-US')} | ${r.met ? 'within' : `**over**: ${r.problems.join('; ')}`} |`),
 ].join('\n');
 writeFileSync(join(outDir, `${name}.md`), `${md}\n`);
 process.stdout.write(`${md}\n`);
