@@ -7,8 +7,8 @@
 //   npm run build && node bench/memory.mjs [--quick] [--floods tokens,garbage,redirects] [--count N] [--max-bytes MiB]
 //        [--max-entries N] [--concurrency C] [--variants "shipped|defaults|--max-old-space-size=256 --max-semi-space-size=8"]
 //        [--count N | --count tokens=N,garbage=N,redirects=N] [--out-suffix NAME]
-// Defaults: 1,000,000 requests per flood, cache.maxBytes 64 MiB (the config default); --quick (CI): 20,000 tokens,
-// 20,000 garbage, 10,000 redirects, 20,000 both, 4 MiB. Writes bench/results/memory{-NAME}.{json,md} and one .svg per flood
+// Defaults: 1,000,000 requests per flood, cache.maxBytes 64 MiB (the config default); --quick (CI): 16,000 tokens,
+// 16,000 garbage, 8,000 redirects, 16,000 both, 4 MiB. Writes bench/results/memory{-NAME}.{json,md} and one .svg per flood
 // of the first variant (--quick: bench/results/quick/).
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -33,7 +33,7 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const arg = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt);
-const QUICK_COUNTS = { tokens: 20_000, garbage: 20_000, redirects: 10_000, both: 20_000 };
+const QUICK_COUNTS = { tokens: 16_000, garbage: 16_000, redirects: 8_000, both: 16_000 };
 const floods = arg('--floods', FLOODS.join(',')).split(',');
 for (const f of floods) if (!FLOODS.includes(f)) throw new Error(`--floods: expected some of ${FLOODS.join(',')}, got ${f}`);
 // --count N for every flood, or per flood: --count tokens=1000000,garbage=300000
