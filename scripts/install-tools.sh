@@ -2,9 +2,9 @@
 # Installs the external programs that the tests, the demo and the benchmarks
 # drive: Debian packages (redis-server, chromium, h2load), Go-built tools
 # (ghz, dex, oauth2-proxy, kustomize, helm, opa-envoy-plugin, etcd,
-# kube-apiserver) and Keycloak.
+# kube-apiserver, promtool), the prometheus-operator CRDs and Keycloak.
 #
-# Usage: scripts/install-tools.sh [apt|go|keycloak|ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver]...
+# Usage: scripts/install-tools.sh [apt|go|keycloak|crds|ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver|promtool]...
 #        (no argument = everything)
 #
 # Go tools land in <repo>/.cache/tools/bin, built from the Go module proxy with
@@ -38,6 +38,15 @@
 #   Both are only for tests (test/support/kube-apiserver.ts). Cold builds on 2
 #   shared cores (load ~14, 2026-12-01): kube-apiserver 19m45s wall (7m42s
 #   user CPU), etcd 2m14s; with the Go build cache warm, 18 s and 8 s.
+#   - promtool v0.316.0 (Prometheus 3.16.0; the Go module numbers 3.x as
+#     v0.3xx.y): the newest release the proxy serves. It checks and unit-tests
+#     the alert rules shipped in deploy/components/monitoring (test/monitoring-
+#     rules.test.ts). prometheus' go.mod has no replaces, but the proxy's version
+#     list is partial, so it is built from a throw-away module like the others.
+#   - prometheus-operator CRDs v0.85.0: the only prometheus-operator version
+#     the proxy lists. Not a build: its module zip carries the CRDs
+#     (example/prometheus-operator-crd/), copied to .cache/crds so the API-server
+#     dry run can admit ServiceMonitor and PrometheusRule objects.
 #   - keycloak 26.5.6: the newest 26.5 patch Maven Central serves (the issue-10
 #     reproduction ran on 26.5). Its server zip (org.keycloak:keycloak-quarkus-dist)
 #     comes through Maven's own client into .cache/keycloak; it needs Java 21+
@@ -79,19 +88,24 @@ KUBE_MOD=k8s.io/kubernetes
 KUBE_VERSION=v1.34.4
 # The published k8s.io/<staging module> release that matches KUBE_VERSION.
 KUBE_STAGING_VERSION=v0.34.4
+PROMETHEUS_MOD=github.com/prometheus/prometheus
+PROMETHEUS_VERSION=v0.316.0
+PROMETHEUS_RELEASE=3.16.0
+PROM_OPERATOR_MOD=github.com/prometheus-operator/prometheus-operator
+PROM_OPERATOR_VERSION=v0.85.0
 KEYCLOAK_GAV=org.keycloak:keycloak-quarkus-dist
 KEYCLOAK_VERSION=26.5.6
 MVN_DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
 # redis-sentinel is its own Debian package (the sentinel topology tests run it).
 APT_PACKAGES=(redis-server redis-sentinel chromium nghttp2-client)
-GO_TOOLS=(ghz dex oauth2-proxy kustomize helm opa-envoy-plugin etcd kube-apiserver)
+GO_TOOLS=(ghz dex oauth2-proxy kustomize helm opa-envoy-plugin etcd kube-apiserver promtool)
 # Tools whose failure is reported but does not fail the script.
 OPTIONAL_TOOLS=" opa-envoy-plugin "
 
 usage() {
   local IFS='|'
-  echo "usage: $0 [apt|go|keycloak|${GO_TOOLS[*]}]..." >&2
+  echo "usage: $0 [apt|go|keycloak|crds|${GO_TOOLS[*]}]..." >&2
   echo "       (no argument installs everything)" >&2
 }
 
@@ -100,6 +114,7 @@ declare -A WANT=()
 if [ "$#" -eq 0 ]; then
   WANT[apt]=1
   WANT[keycloak]=1
+  WANT[crds]=1
   for t in "${GO_TOOLS[@]}"; do WANT[$t]=1; done
 else
   for a in "$@"; do
@@ -107,8 +122,9 @@ else
       -h|--help) usage; exit 0 ;;
       apt) WANT[apt]=1 ;;
       keycloak) WANT[keycloak]=1 ;;
+      crds) WANT[crds]=1 ;;
       go) for t in "${GO_TOOLS[@]}"; do WANT[$t]=1; done ;;
-      ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver) WANT[$a]=1 ;;
+      ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver|promtool) WANT[$a]=1 ;;
       *) echo "install-tools: unknown tool '$a'" >&2; usage; exit 2 ;;
     esac
   done
@@ -183,6 +199,7 @@ tool_version_cmd() {
     opa-envoy-plugin) "$BIN/opa-envoy-plugin" version ;;
     etcd) "$BIN/etcd" --version ;;
     kube-apiserver) "$BIN/kube-apiserver" --version ;;
+    promtool) "$BIN/promtool" --version ;;
   esac
 }
 
@@ -198,6 +215,8 @@ tool_spec() { # prints: module version package method ldflags
     etcd) echo "$ETCD_MOD $ETCD_VERSION . tmpmod -" ;;
     # gitVersion: what /version and --version report (the default is v0.0.0-master).
     kube-apiserver) echo "$KUBE_MOD $KUBE_VERSION $KUBE_MOD/cmd/kube-apiserver tmpmod -X=k8s.io/component-base/version.gitVersion=$KUBE_VERSION" ;;
+    # version.Version: what --version reports (the default is empty).
+    promtool) echo "$PROMETHEUS_MOD $PROMETHEUS_VERSION $PROMETHEUS_MOD/cmd/promtool tmpmod -X=github.com/prometheus/common/version.Version=$PROMETHEUS_RELEASE" ;;
   esac
 }
 
@@ -291,6 +310,30 @@ build_go_tool() {
   echo "$want" >"$stamp"
   echo "$dt" >"$BIN/$tool.buildtime"
   echo "$tool $ver (built in ${dt}s with $GO_VERSION) $(first_line tool_version_cmd "$tool")"
+}
+
+# ---- CRDs -------------------------------------------------------------------
+CRD_DIR="$CACHE/crds/prometheus-operator"
+
+# The ServiceMonitor and PrometheusRule CRDs from prometheus-operator's module
+# zip (checksum-verified by go), for the API-server dry run of deploy/.
+install_crds() {
+  local want="$PROM_OPERATOR_MOD@$PROM_OPERATOR_VERSION example/prometheus-operator-crd" stamp="$CRD_DIR/crds.version" dir f
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    echo "prometheus-operator CRDs $PROM_OPERATOR_VERSION (cached) $CRD_DIR"
+    return 0
+  fi
+  if ! dir="$(go mod download -json "$PROM_OPERATOR_MOD@$PROM_OPERATOR_VERSION" 2>>"$LOGS/crds.log" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')" || [ ! -d "$dir/example/prometheus-operator-crd" ]; then
+    echo "prometheus-operator CRDs $PROM_OPERATOR_VERSION: FAILED (log: $LOGS/crds.log)" >&2
+    FAILED+=(crds)
+    return 0
+  fi
+  rm -rf "$CRD_DIR" && mkdir -p "$CRD_DIR"
+  for f in servicemonitors prometheusrules; do
+    cp "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$f.yaml" "$CRD_DIR/"
+  done
+  echo "$want" >"$stamp"
+  echo "prometheus-operator CRDs $PROM_OPERATOR_VERSION: servicemonitors, prometheusrules in $CRD_DIR"
 }
 
 # ---- Keycloak ---------------------------------------------------------------
@@ -415,12 +458,14 @@ if [ -n "${WANT[keycloak]:-}" ]; then install_keycloak; fi
 
 need_go=0
 for t in "${GO_TOOLS[@]}"; do if [ -n "${WANT[$t]:-}" ]; then need_go=1; fi; done
+if [ -n "${WANT[crds]:-}" ]; then need_go=1; fi
 if [ $need_go = 1 ]; then
   if setup_go_env; then
     # Sequential on purpose: each build already uses both cores (-p 2).
     for t in "${GO_TOOLS[@]}"; do
       if [ -n "${WANT[$t]:-}" ]; then build_go_tool "$t"; fi
     done
+    if [ -n "${WANT[crds]:-}" ]; then install_crds; fi
     find "$CACHE/tmp" -mindepth 1 -maxdepth 1 -mmin +60 -exec rm -rf {} + 2>/dev/null || true
   else
     FAILED+=(go)
