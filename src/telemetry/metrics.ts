@@ -51,17 +51,29 @@ export class Counter {
   }
 }
 
-/** A gauge whose value is read from a callback at scrape time (cache sizes, readiness). */
+/** Reads a gauge's samples at scrape time. */
+export type GaugeReader = () => Array<{ labels: Labels; value: number }>;
+
+/**
+ * A gauge whose value is read from callbacks at scrape time (cache sizes, readiness). Several owners may feed one
+ * name (the bearer and the session cache): the exposition format allows one HELP/TYPE block per name, and Prometheus
+ * fails the whole scrape on a second one.
+ */
 export class Gauge {
+  private readonly readers: GaugeReader[] = [];
   constructor(
     readonly name: string,
     readonly help: string,
-    private readonly read: () => Array<{ labels: Labels; value: number }>,
   ) {}
+
+  /** Adds the samples of `read` to this gauge. */
+  add(read: GaugeReader): void {
+    this.readers.push(read);
+  }
 
   render(): string {
     let out = `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} gauge\n`;
-    for (const { labels, value } of this.read()) out += `${this.name}${renderLabels(labels)} ${value}\n`;
+    for (const read of this.readers) for (const { labels, value } of read()) out += `${this.name}${renderLabels(labels)} ${value}\n`;
     return out;
   }
 }
@@ -113,16 +125,27 @@ export class Metrics {
   readonly jwksFetches = new Counter('oidc_ext_authz_jwks_fetches_total', 'JWKS fetches by issuer and outcome.');
   readonly providerEvents = new Counter('oidc_ext_authz_oidc_events_total', 'OIDC login, callback, refresh and logout events.');
   readonly backchannelLogouts = new Counter('oidc_ext_authz_backchannel_logouts_total', 'Back-channel logout tokens by outcome (matched, no_session, listed, invalid, unavailable).');
-  private readonly gauges: Gauge[] = [];
+  readonly logLinesSuppressed = new Counter(
+    'oidc_ext_authz_log_lines_suppressed_total',
+    'Reply log lines dropped by log.denyLinesPerSecond, by reason and result (the decisions metric still counts every check).',
+  );
+  private readonly gauges = new Map<string, Gauge>();
 
-  /** Registers a scrape-time gauge. */
-  gauge(name: string, help: string, read: () => Array<{ labels: Labels; value: number }>): void {
-    this.gauges.push(new Gauge(name, help, read));
+  /** Registers a scrape-time gauge; a name registered before gets `read`'s samples too (same help required). */
+  gauge(name: string, help: string, read: GaugeReader): void {
+    let gauge = this.gauges.get(name);
+    if (gauge === undefined) {
+      gauge = new Gauge(name, help);
+      this.gauges.set(name, gauge);
+    } else if (gauge.help !== help) {
+      throw new Error(`metrics: gauge ${name} registered twice with different help texts`);
+    }
+    gauge.add(read);
   }
 
   /** Prometheus text exposition format 0.0.4. */
   render(): string {
-    return [this.checkDuration, this.decisions, this.cache, this.jwksFetches, this.providerEvents, this.backchannelLogouts, ...this.gauges]
+    return [this.checkDuration, this.decisions, this.cache, this.jwksFetches, this.providerEvents, this.backchannelLogouts, this.logLinesSuppressed, ...this.gauges.values()]
       .map((m) => m.render())
       .join('');
   }
