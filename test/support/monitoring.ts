@@ -1,0 +1,91 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parse, stringify } from 'yaml';
+import { findTool } from './find-tool.js';
+import { ROOT, type Obj } from './manifests.js';
+import { toolMissing } from './tools.js';
+
+/** deploy/components/monitoring: the one copy of the rules and the dashboard (the chart links to these files). */
+export const MONITORING_DIR = join(ROOT, 'deploy/components/monitoring');
+export const RULES_FILE = join(MONITORING_DIR, 'prometheusrule.yaml');
+export const DASHBOARD_FILE = join(MONITORING_DIR, 'dashboard.json');
+
+/** One rule of a Prometheus rule group. */
+export interface Rule {
+  alert?: string;
+  record?: string;
+  expr: string;
+  for?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+}
+
+/** The rule groups of the shipped PrometheusRule (its `spec.groups`). */
+export function ruleGroups(): Array<{ name: string; rules: Rule[] }> {
+  return (parse(readFileSync(RULES_FILE, 'utf8')) as Obj).spec.groups;
+}
+
+/** Every rule of every group. */
+export const allRules = (): Rule[] => ruleGroups().flatMap((g) => g.rules);
+
+/** The shipped dashboard, parsed. */
+export const dashboard = (): Obj => JSON.parse(readFileSync(DASHBOARD_FILE, 'utf8')) as Obj;
+
+/** The panels of a dashboard, with those nested in collapsed rows. */
+export function panels(d: Obj): Obj[] {
+  return (d.panels as Obj[]).flatMap((p) => [p, ...((p.panels as Obj[] | undefined) ?? [])]);
+}
+
+/**
+ * Grafana's built-in interval variables replaced by a duration, so an expression can be parsed as PromQL. Any other
+ * `$variable` must sit inside a label matcher's quotes, where PromQL reads it as text.
+ */
+export function withoutGrafanaVariables(expr: string): string {
+  return expr.replace(/\$__rate_interval|\$__interval|\$__range/g, '5m');
+}
+
+/**
+ * The metric names an expression reads: this service's `oidc_ext_authz_*` series and `up` (recording-rule names,
+ * `level:metric:operation`, are left out). Quoted strings are dropped first, so label values never count.
+ */
+export function metricNames(expr: string): Set<string> {
+  const code = expr.replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`/g, '""');
+  return new Set([...code.matchAll(/\b(oidc_ext_authz_[a-z0-9_]+|up)\b(?!\s*\()/g)].map((m) => m[1]!));
+}
+
+/**
+ * The series names a /metrics text exposes, from its `# TYPE` lines (so a metric with no sample yet still counts): a
+ * histogram `x` exposes `x_bucket`, `x_sum` and `x_count`.
+ */
+export function exposedNames(text: string): Set<string> {
+  const out = new Set<string>();
+  for (const m of text.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
+    const [, name, type] = m;
+    if (type === 'histogram') for (const s of ['_bucket', '_sum', '_count']) out.add(`${name}${s}`);
+    else out.add(name!);
+  }
+  return out;
+}
+
+/** promtool from .cache/tools/bin ($PROMTOOL first); a missing one fails CI and npm test (toolMissing). */
+export function findPromtool(): string | undefined {
+  const found = findTool('promtool', 'PROMTOOL');
+  if (found === undefined) toolMissing('promtool is not installed: bash scripts/install-tools.sh promtool');
+  return found;
+}
+
+/** Runs promtool; resolves to its exit status and output. */
+export function promtool(bin: string, args: string[], input?: string): { status: number | null; output: string } {
+  const r = spawnSync(bin, args, { encoding: 'utf8', input, timeout: 60_000 });
+  return { status: r.status, output: `${r.stdout}${r.stderr}${r.error ? String(r.error) : ''}` };
+}
+
+/** Writes `groups` as a Prometheus rule file (`groups:` at the top) in a new temporary directory; returns its path. */
+export function writeRuleFile(groups: unknown, name = 'rules.yaml'): string {
+  const dir = mkdtempSync(join(tmpdir(), 'oidc-ext-authz-rules-'));
+  const file = join(dir, name);
+  writeFileSync(file, stringify({ groups }));
+  return file;
+}
