@@ -1,10 +1,10 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { findTool } from './find-tool.js';
-import { ROOT, type Obj } from './manifests.js';
+import { parseManifests, ROOT, run, type Obj } from './manifests.js';
 import { toolMissing } from './tools.js';
 
 /** deploy/components/monitoring: the one copy of the rules and the dashboard (the chart links to these files). */
@@ -88,4 +88,33 @@ export function writeRuleFile(groups: unknown, name = 'rules.yaml'): string {
   const file = join(dir, name);
   writeFileSync(file, stringify({ groups }));
   return file;
+}
+
+/** Helm values that switch every monitoring object on (the chart's `monitoring.*`). */
+export const MONITORING_HELM_VALUES = [
+  '--set', 'monitoring.serviceMonitor.enabled=true',
+  '--set', 'monitoring.prometheusRule.enabled=true',
+  '--set', 'monitoring.dashboard.enabled=true',
+];
+
+/**
+ * `kustomize build` of a throw-away kustomization that lists `overlay` (under deploy/) and the monitoring component,
+ * the way a user adds the component to their overlay: by a relative path under `components:`.
+ */
+export function renderWithMonitoring(kustomize: string, overlay: string): Obj[] {
+  const dir = mkdtempSync(join(tmpdir(), 'monitoring-render-'));
+  try {
+    const lines = [
+      'apiVersion: kustomize.config.k8s.io/v1beta1',
+      'kind: Kustomization',
+      'resources:',
+      `  - ${relative(dir, join(ROOT, overlay))}`,
+      'components:',
+      `  - ${relative(dir, MONITORING_DIR)}`,
+    ];
+    writeFileSync(join(dir, 'kustomization.yaml'), `${lines.join('\n')}\n`);
+    return parseManifests(run(kustomize, ['build', dir]), `${overlay} + deploy/components/monitoring`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
