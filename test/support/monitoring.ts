@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { parse, stringify } from 'yaml';
@@ -117,4 +117,23 @@ export function renderWithMonitoring(kustomize: string, overlay: string): Obj[] 
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+const CRD_DIR = join(ROOT, '.cache/crds/prometheus-operator');
+
+/**
+ * The ServiceMonitor and PrometheusRule CRDs that scripts/install-tools.sh takes from the prometheus-operator module
+ * (run here when they are missing), or the problem that stopped it.
+ */
+export function findMonitoringCrds(): { files: string[]; problem?: string } {
+  const files = ['servicemonitors', 'prometheusrules'].map((n) => join(CRD_DIR, `monitoring.coreos.com_${n}.yaml`));
+  const present = () => files.every((f) => existsSync(f));
+  if (!present()) {
+    const r = spawnSync('bash', [join(ROOT, 'scripts/install-tools.sh'), 'crds'], { cwd: ROOT, encoding: 'utf8', timeout: 5 * 60_000 });
+    if (!present()) {
+      const why = r.error ? String(r.error) : `exit ${r.status}: ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}`;
+      return { files, problem: `the monitoring.coreos.com CRDs are missing from ${CRD_DIR} (${why}): bash scripts/install-tools.sh crds` };
+    }
+  }
+  return { files };
 }
