@@ -319,7 +319,8 @@ CRD_DIR="$CACHE/crds/prometheus-operator"
 # zip (checksum-verified by go), for the API-server dry run of deploy/.
 install_crds() {
   local want="$PROM_OPERATOR_MOD@$PROM_OPERATOR_VERSION example/prometheus-operator-crd" stamp="$CRD_DIR/crds.version" dir f
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -s "$CRD_DIR/monitoring.coreos.com_servicemonitors.yaml" ] &&
+     [ -s "$CRD_DIR/monitoring.coreos.com_prometheusrules.yaml" ]; then
     echo "prometheus-operator CRDs $PROM_OPERATOR_VERSION (cached) $CRD_DIR"
     return 0
   fi
