@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp, type App } from '../src/app.js';
 import { parseConfig } from '../src/config/load.js';
 import { createLogger } from '../src/telemetry/logger.js';
+import { Metrics } from '../src/telemetry/metrics.js';
 import { CheckClient } from './support/check-client.js';
 import { startTestIdp, USERS, type TestIdp } from './support/idp.js';
 import { allRules, dashboard, exposedNames, findPromtool, metricNames, panels, promtool } from './support/monitoring.js';
@@ -119,5 +120,17 @@ describe('/metrics of a server with issuers, a provider and sessions', () => {
     await until(() => denyLines.length - linesBefore + suppressed() === flood, 5_000);
     expect(suppressed()).toBeGreaterThan(0);
     expect(sample(await scrape(), 'oidc_ext_authz_log_lines_suppressed_total{reason="login_required",result="deny"}')).toBe(suppressed());
+  });
+});
+
+describe('Metrics.gauge', () => {
+  it('merges the samples of every owner of one name under one HELP/TYPE, and refuses a second help text', () => {
+    const metrics = new Metrics();
+    metrics.gauge('x_bytes', 'Bytes.', () => [{ labels: { cache: 'a' }, value: 1 }]);
+    metrics.gauge('x_bytes', 'Bytes.', () => [{ labels: { cache: 'b' }, value: 2 }]);
+    const text = metrics.render();
+    expect(text.match(/^# TYPE x_bytes gauge$/gm)).toHaveLength(1);
+    expect(text).toContain('# TYPE x_bytes gauge\nx_bytes{cache="a"} 1\nx_bytes{cache="b"} 2\n');
+    expect(() => metrics.gauge('x_bytes', 'Other.', () => [])).toThrow(/x_bytes registered twice with different help texts/);
   });
 });
