@@ -124,13 +124,16 @@ describe('/metrics of a server with issuers, a provider and sessions', () => {
 });
 
 describe('Metrics.gauge', () => {
-  it('merges the samples of every owner of one name under one HELP/TYPE, and refuses a second help text', () => {
+  it('merges the samples of every owner of one name under one HELP/TYPE, replaces an owner registered again, and refuses a second help text', () => {
     const metrics = new Metrics();
-    metrics.gauge('x_bytes', 'Bytes.', () => [{ labels: { cache: 'a' }, value: 1 }]);
-    metrics.gauge('x_bytes', 'Bytes.', () => [{ labels: { cache: 'b' }, value: 2 }]);
+    metrics.gauge('x_bytes', 'Bytes.', () => [{ labels: { cache: 'a' }, value: 1 }], 'a');
+    metrics.gauge('x_bytes', 'Bytes.', () => [{ labels: { cache: 'b' }, value: 2 }], 'b');
     const text = metrics.render();
     expect(text.match(/^# TYPE x_bytes gauge$/gm)).toHaveLength(1);
     expect(text).toContain('# TYPE x_bytes gauge\nx_bytes{cache="a"} 1\nx_bytes{cache="b"} 2\n');
+    // An owner built again (a reload's new cache) replaces its reader: no second series, no old owner kept.
+    metrics.gauge('x_bytes', 'Bytes.', () => [{ labels: { cache: 'a' }, value: 5 }], 'a');
+    expect(metrics.render()).toContain('# TYPE x_bytes gauge\nx_bytes{cache="a"} 5\nx_bytes{cache="b"} 2\n');
     expect(() => metrics.gauge('x_bytes', 'Other.', () => [])).toThrow(/x_bytes registered twice with different help texts/);
   });
 });

@@ -57,23 +57,24 @@ export type GaugeReader = () => Array<{ labels: Labels; value: number }>;
 /**
  * A gauge whose value is read from callbacks at scrape time (cache sizes, readiness). Several owners may feed one
  * name (the bearer and the session cache): the exposition format allows one HELP/TYPE block per name, and Prometheus
- * fails the whole scrape on a second one.
+ * fails the whole scrape on a second one. Each owner has a key; a new reader under a key replaces the old one, so an
+ * owner built again (a config reload's new engine) neither doubles its series nor keeps the old owner alive.
  */
 export class Gauge {
-  private readonly readers: GaugeReader[] = [];
+  private readonly readers = new Map<string, GaugeReader>();
   constructor(
     readonly name: string,
     readonly help: string,
   ) {}
 
-  /** Adds the samples of `read` to this gauge. */
-  add(read: GaugeReader): void {
-    this.readers.push(read);
+  /** Reads `read`'s samples under `key`, in place of the reader that key had. */
+  set(key: string, read: GaugeReader): void {
+    this.readers.set(key, read);
   }
 
   render(): string {
     let out = `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} gauge\n`;
-    for (const read of this.readers) for (const { labels, value } of read()) out += `${this.name}${renderLabels(labels)} ${value}\n`;
+    for (const read of this.readers.values()) for (const { labels, value } of read()) out += `${this.name}${renderLabels(labels)} ${value}\n`;
     return out;
   }
 }
@@ -131,8 +132,11 @@ export class Metrics {
   );
   private readonly gauges = new Map<string, Gauge>();
 
-  /** Registers a scrape-time gauge; a name registered before gets `read`'s samples too (same help required). */
-  gauge(name: string, help: string, read: GaugeReader): void {
+  /**
+   * Registers a scrape-time gauge. Owners of one name each pass their own `key` (default ""), and a later call with
+   * the same name and key replaces that owner's reader; the help text must match the first registration's.
+   */
+  gauge(name: string, help: string, read: GaugeReader, key = ''): void {
     let gauge = this.gauges.get(name);
     if (gauge === undefined) {
       gauge = new Gauge(name, help);
@@ -140,7 +144,7 @@ export class Metrics {
     } else if (gauge.help !== help) {
       throw new Error(`metrics: gauge ${name} registered twice with different help texts`);
     }
-    gauge.add(read);
+    gauge.set(key, read);
   }
 
   /** Prometheus text exposition format 0.0.4. */
