@@ -2,9 +2,9 @@
 # Installs the external programs that the tests, the demo and the benchmarks
 # drive: Debian packages (redis-server, chromium, h2load, nginx), Go-built
 # tools (ghz, dex, oauth2-proxy, kustomize, helm, opa-envoy-plugin, etcd,
-# kube-apiserver, caddy, promtool), the prometheus-operator CRDs and Keycloak.
+# kube-apiserver, caddy, jaeger, promtool), the prometheus-operator CRDs and Keycloak.
 #
-# Usage: scripts/install-tools.sh [apt|go|keycloak|crds|ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver|caddy|promtool]...
+# Usage: scripts/install-tools.sh [apt|go|keycloak|crds|ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver|caddy|jaeger|promtool]...
 #        (no argument = everything)
 #
 # Go tools land in <repo>/.cache/tools/bin, built from the Go module proxy with
@@ -43,6 +43,13 @@
 #     Cold build on 2 shared cores: 92 s wall (139 s user CPU). Cold builds on 2
 #   shared cores (load ~14, 2026-12-01): kube-apiserver 19m45s wall (7m42s
 #   user CPU), etcd 2m14s; with the Go build cache warm, 18 s and 8 s.
+#   - jaeger v1.76.0: the one release of github.com/jaegertracing/jaeger the
+#     proxy serves. Its cmd/jaeger is Jaeger v2 (an OpenTelemetry collector
+#     build: OTLP receiver, memory storage, query API), which the tracing tests
+#     export to and query (test/support/jaeger.ts). Built from a throw-away
+#     module (like `go get -tool`); the version is stamped with -X because a
+#     module build reports an empty one. Cold build on 2 shared cores
+#     (2026-12-02): 14m28s wall (5m40s user CPU); warm, a relink.
 #   - promtool v0.316.0 (Prometheus 3.16.0; the Go module numbers 3.x as
 #     v0.3xx.y): the newest release the proxy serves. It checks and unit-tests
 #     the alert rules shipped in deploy/components/monitoring (test/monitoring-
@@ -95,6 +102,8 @@ KUBE_MOD=k8s.io/kubernetes
 KUBE_VERSION=v1.34.4
 # The published k8s.io/<staging module> release that matches KUBE_VERSION.
 KUBE_STAGING_VERSION=v0.34.4
+JAEGER_MOD=github.com/jaegertracing/jaeger
+JAEGER_VERSION=v1.76.0
 PROMETHEUS_MOD=github.com/prometheus/prometheus
 PROMETHEUS_VERSION=v0.316.0
 PROMETHEUS_RELEASE=3.16.0
@@ -109,7 +118,7 @@ MVN_DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 # redis-sentinel is its own Debian package (the sentinel topology tests run it).
 # nginx: Debian's build has the auth_request module compiled in (the gateway tests).
 APT_PACKAGES=(redis-server redis-sentinel chromium nghttp2-client nginx)
-GO_TOOLS=(ghz dex oauth2-proxy kustomize helm opa-envoy-plugin etcd kube-apiserver caddy promtool)
+GO_TOOLS=(ghz dex oauth2-proxy kustomize helm opa-envoy-plugin etcd kube-apiserver caddy jaeger promtool)
 # Tools whose failure is reported but does not fail the script.
 OPTIONAL_TOOLS=" opa-envoy-plugin "
 
@@ -134,7 +143,7 @@ else
       keycloak) WANT[keycloak]=1 ;;
       crds) WANT[crds]=1 ;;
       go) for t in "${GO_TOOLS[@]}"; do WANT[$t]=1; done ;;
-      ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver|caddy|promtool) WANT[$a]=1 ;;
+      ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver|caddy|jaeger|promtool) WANT[$a]=1 ;;
       *) echo "install-tools: unknown tool '$a'" >&2; usage; exit 2 ;;
     esac
   done
@@ -213,6 +222,7 @@ tool_version_cmd() {
     etcd) "$BIN/etcd" --version ;;
     kube-apiserver) "$BIN/kube-apiserver" --version ;;
     caddy) "$BIN/caddy" version ;;
+    jaeger) "$BIN/jaeger" version 2>/dev/null ;;
     promtool) "$BIN/promtool" --version ;;
   esac
 }
@@ -230,6 +240,7 @@ tool_spec() { # prints: module version package method ldflags
     # gitVersion: what /version and --version report (the default is v0.0.0-master).
     kube-apiserver) echo "$KUBE_MOD $KUBE_VERSION $KUBE_MOD/cmd/kube-apiserver tmpmod -X=k8s.io/component-base/version.gitVersion=$KUBE_VERSION" ;;
     caddy) echo "$CADDY_MOD $CADDY_VERSION $CADDY_MOD/cmd/caddy install -X=$CADDY_MOD.CustomVersion=$CADDY_VERSION" ;;
+    jaeger) echo "$JAEGER_MOD $JAEGER_VERSION $JAEGER_MOD/cmd/jaeger tmpmod -X=$JAEGER_MOD/internal/version.latestVersion=$JAEGER_VERSION" ;;
     # version.Version: what --version reports (the default is empty).
     promtool) echo "$PROMETHEUS_MOD $PROMETHEUS_VERSION $PROMETHEUS_MOD/cmd/promtool tmpmod -X=github.com/prometheus/common/version.Version=$PROMETHEUS_RELEASE" ;;
   esac
