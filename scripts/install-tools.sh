@@ -2,9 +2,9 @@
 # Installs the external programs that the tests, the demo and the benchmarks
 # drive: Debian packages (redis-server, chromium, h2load, nginx), Go-built
 # tools (ghz, dex, oauth2-proxy, kustomize, helm, opa-envoy-plugin, etcd,
-# kube-apiserver, caddy, jaeger) and Keycloak.
+# kube-apiserver, caddy, jaeger, promtool), the prometheus-operator CRDs and Keycloak.
 #
-# Usage: scripts/install-tools.sh [apt|go|keycloak|ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver|caddy|jaeger]...
+# Usage: scripts/install-tools.sh [apt|go|keycloak|crds|ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver|caddy|jaeger|promtool]...
 #        (no argument = everything)
 #
 # Go tools land in <repo>/.cache/tools/bin, built from the Go module proxy with
@@ -50,6 +50,17 @@
 #     module (like `go get -tool`); the version is stamped with -X because a
 #     module build reports an empty one. Cold build on 2 shared cores
 #     (2026-12-02): 14m28s wall (5m40s user CPU); warm, a relink.
+#   - promtool v0.316.0 (Prometheus 3.16.0; the Go module numbers 3.x as
+#     v0.3xx.y): the newest release the proxy serves. It checks and unit-tests
+#     the alert rules shipped in deploy/components/monitoring (test/monitoring-
+#     rules.test.ts). prometheus' go.mod has no replaces, but the proxy's version
+#     list is partial, so it is built from a throw-away module like the others.
+#     Cold build on 2 shared cores (load ~20): 251 s wall (360 s user CPU);
+#     13 s with the Go build cache warm.
+#   - prometheus-operator CRDs v0.85.0: the only prometheus-operator version
+#     the proxy lists. Not a build: its module zip carries the CRDs
+#     (example/prometheus-operator-crd/), copied to .cache/crds so the API-server
+#     dry run can admit ServiceMonitor and PrometheusRule objects.
 #   - keycloak 26.5.6: the newest 26.5 patch Maven Central serves (the issue-10
 #     reproduction ran on 26.5). Its server zip (org.keycloak:keycloak-quarkus-dist)
 #     comes through Maven's own client into .cache/keycloak; it needs Java 21+
@@ -93,6 +104,11 @@ KUBE_VERSION=v1.34.4
 KUBE_STAGING_VERSION=v0.34.4
 JAEGER_MOD=github.com/jaegertracing/jaeger
 JAEGER_VERSION=v1.76.0
+PROMETHEUS_MOD=github.com/prometheus/prometheus
+PROMETHEUS_VERSION=v0.316.0
+PROMETHEUS_RELEASE=3.16.0
+PROM_OPERATOR_MOD=github.com/prometheus-operator/prometheus-operator
+PROM_OPERATOR_VERSION=v0.85.0
 KEYCLOAK_GAV=org.keycloak:keycloak-quarkus-dist
 KEYCLOAK_VERSION=26.5.6
 CADDY_MOD=github.com/caddyserver/caddy/v2
@@ -102,13 +118,13 @@ MVN_DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 # redis-sentinel is its own Debian package (the sentinel topology tests run it).
 # nginx: Debian's build has the auth_request module compiled in (the gateway tests).
 APT_PACKAGES=(redis-server redis-sentinel chromium nghttp2-client nginx)
-GO_TOOLS=(ghz dex oauth2-proxy kustomize helm opa-envoy-plugin etcd kube-apiserver caddy jaeger)
+GO_TOOLS=(ghz dex oauth2-proxy kustomize helm opa-envoy-plugin etcd kube-apiserver caddy jaeger promtool)
 # Tools whose failure is reported but does not fail the script.
 OPTIONAL_TOOLS=" opa-envoy-plugin "
 
 usage() {
   local IFS='|'
-  echo "usage: $0 [apt|go|keycloak|${GO_TOOLS[*]}]..." >&2
+  echo "usage: $0 [apt|go|keycloak|crds|${GO_TOOLS[*]}]..." >&2
   echo "       (no argument installs everything)" >&2
 }
 
@@ -117,6 +133,7 @@ declare -A WANT=()
 if [ "$#" -eq 0 ]; then
   WANT[apt]=1
   WANT[keycloak]=1
+  WANT[crds]=1
   for t in "${GO_TOOLS[@]}"; do WANT[$t]=1; done
 else
   for a in "$@"; do
@@ -124,8 +141,9 @@ else
       -h|--help) usage; exit 0 ;;
       apt) WANT[apt]=1 ;;
       keycloak) WANT[keycloak]=1 ;;
+      crds) WANT[crds]=1 ;;
       go) for t in "${GO_TOOLS[@]}"; do WANT[$t]=1; done ;;
-      ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver|caddy|jaeger) WANT[$a]=1 ;;
+      ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver|caddy|jaeger|promtool) WANT[$a]=1 ;;
       *) echo "install-tools: unknown tool '$a'" >&2; usage; exit 2 ;;
     esac
   done
@@ -205,6 +223,7 @@ tool_version_cmd() {
     kube-apiserver) "$BIN/kube-apiserver" --version ;;
     caddy) "$BIN/caddy" version ;;
     jaeger) "$BIN/jaeger" version 2>/dev/null ;;
+    promtool) "$BIN/promtool" --version ;;
   esac
 }
 
@@ -222,6 +241,8 @@ tool_spec() { # prints: module version package method ldflags
     kube-apiserver) echo "$KUBE_MOD $KUBE_VERSION $KUBE_MOD/cmd/kube-apiserver tmpmod -X=k8s.io/component-base/version.gitVersion=$KUBE_VERSION" ;;
     caddy) echo "$CADDY_MOD $CADDY_VERSION $CADDY_MOD/cmd/caddy install -X=$CADDY_MOD.CustomVersion=$CADDY_VERSION" ;;
     jaeger) echo "$JAEGER_MOD $JAEGER_VERSION $JAEGER_MOD/cmd/jaeger tmpmod -X=$JAEGER_MOD/internal/version.latestVersion=$JAEGER_VERSION" ;;
+    # version.Version: what --version reports (the default is empty).
+    promtool) echo "$PROMETHEUS_MOD $PROMETHEUS_VERSION $PROMETHEUS_MOD/cmd/promtool tmpmod -X=github.com/prometheus/common/version.Version=$PROMETHEUS_RELEASE" ;;
   esac
 }
 
@@ -315,6 +336,31 @@ build_go_tool() {
   echo "$want" >"$stamp"
   echo "$dt" >"$BIN/$tool.buildtime"
   echo "$tool $ver (built in ${dt}s with $GO_VERSION) $(first_line tool_version_cmd "$tool")"
+}
+
+# ---- CRDs -------------------------------------------------------------------
+CRD_DIR="$CACHE/crds/prometheus-operator"
+
+# The ServiceMonitor and PrometheusRule CRDs from prometheus-operator's module
+# zip (checksum-verified by go), for the API-server dry run of deploy/.
+install_crds() {
+  local want="$PROM_OPERATOR_MOD@$PROM_OPERATOR_VERSION example/prometheus-operator-crd" stamp="$CRD_DIR/crds.version" dir f
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -s "$CRD_DIR/monitoring.coreos.com_servicemonitors.yaml" ] &&
+     [ -s "$CRD_DIR/monitoring.coreos.com_prometheusrules.yaml" ]; then
+    echo "prometheus-operator CRDs $PROM_OPERATOR_VERSION (cached) $CRD_DIR"
+    return 0
+  fi
+  if ! dir="$(go mod download -json "$PROM_OPERATOR_MOD@$PROM_OPERATOR_VERSION" 2>>"$LOGS/crds.log" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')" || [ ! -d "$dir/example/prometheus-operator-crd" ]; then
+    echo "prometheus-operator CRDs $PROM_OPERATOR_VERSION: FAILED (log: $LOGS/crds.log)" >&2
+    FAILED+=(crds)
+    return 0
+  fi
+  rm -rf "$CRD_DIR" && mkdir -p "$CRD_DIR"
+  for f in servicemonitors prometheusrules; do
+    cp "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$f.yaml" "$CRD_DIR/"
+  done
+  echo "$want" >"$stamp"
+  echo "prometheus-operator CRDs $PROM_OPERATOR_VERSION: servicemonitors, prometheusrules in $CRD_DIR"
 }
 
 # ---- Keycloak ---------------------------------------------------------------
@@ -465,11 +511,14 @@ PIDS=($!)
 
 need_go=0
 for t in "${GO_TOOLS[@]}"; do if [ -n "${WANT[$t]:-}" ]; then need_go=1; fi; done
+if [ -n "${WANT[crds]:-}" ]; then need_go=1; fi
 if [ $need_go = 1 ]; then
   if setup_go_env; then
     for lane in k8s other; do
       (
         for t in $(lane_tools "$lane"); do build_go_tool "$t"; done
+        # The CRDs come from a module zip, no build: any lane will do.
+        if [ "$lane" = other ] && [ -n "${WANT[crds]:-}" ]; then install_crds; fi
         lane_end "$lane"
       ) &
       PIDS+=($!)

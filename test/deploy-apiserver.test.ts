@@ -1,6 +1,6 @@
 /**
  * Every object rendered from deploy/ (the kustomize base, every overlay, the chart under each documented value set,
- * the Kubeflow migration over the kubeflow/manifests fixture in both m2m flavours) applied with `dryRun=All` to a real kube-apiserver, after the Istio and Gateway API CRDs from
+ * the Kubeflow migration over the kubeflow/manifests fixture in both m2m flavours, the monitoring objects) applied with `dryRun=All` to a real kube-apiserver, after the Istio and Gateway API CRDs from
  * ../shared/fixtures/crds are installed: the server's own validation (strict field validation, admission, the CRDs'
  * OpenAPI schemas and CEL rules), which the schema packages in deploy.test.ts cannot give.
  */
@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KubeApplier } from './support/kube-apply.js';
 import { findKubeBinaries, KUBE_MISSING, startKubeApiServer, type TestKubeApiServer } from './support/kube-apiserver.js';
+import { findMonitoringCrds, MONITORING_HELM_VALUES, renderWithMonitoring } from './support/monitoring.js';
 import { toolMissing } from './support/tools.js';
 import {
   CHART_NAMESPACE,
@@ -30,16 +31,20 @@ const FIXTURES = join(ROOT, '..', 'shared', 'fixtures');
 const CRD_FILES = ['crds/istio-crds-from-kubeflow.yaml', 'crds/gateway-api-v1.6.0-experimental.yaml'].map((f) => join(FIXTURES, f));
 
 const binaries = findKubeBinaries();
+// ServiceMonitor and PrometheusRule (deploy/components/monitoring, the chart's monitoring.*), from install-tools.
+const monitoringCrds = findMonitoringCrds();
 const render = findRenderTools();
 const fixtures = [...CRD_FILES, KUBEFLOW_MANIFESTS].every((f) => existsSync(f));
 const problems = [
   binaries ? undefined : KUBE_MISSING,
   render.problem,
+  monitoringCrds.problem,
   fixtures ? undefined : `the fixtures are missing: ${[...CRD_FILES, KUBEFLOW_MANIFESTS].join(', ')} (../shared/fixtures)`,
 ].filter((p): p is string => p !== undefined);
 // A missing tool fails CI and npm test (toolMissing); missing fixtures fail CI only (../shared/fixtures/README.md).
 if (!binaries) toolMissing(KUBE_MISSING);
 if (render.problem !== undefined) toolMissing(render.problem);
+if (monitoringCrds.problem !== undefined) toolMissing(monitoringCrds.problem);
 if (problems.length > 0) {
   if (process.env.CI === 'true') throw new Error(problems.join('\n'));
   console.warn(`skipping the API server dry-run tests: ${problems.join('; ')}`);
@@ -54,7 +59,7 @@ beforeAll(async () => {
   if (!runnable) return;
   kube = await startKubeApiServer(binaries!);
   applier = new KubeApplier(kube);
-  await applier.installCrds(CRD_FILES.flatMap((f) => parseManifests(readFileSync(f, 'utf8'), f)));
+  await applier.installCrds([...CRD_FILES, ...monitoringCrds.files].flatMap((f) => parseManifests(readFileSync(f, 'utf8'), f)));
 }, 300_000);
 
 afterAll(async () => {
@@ -94,6 +99,22 @@ describe.skipIf(!runnable)('deploy/ applied with dryRun=All to a real kube-apise
     const objects = renderKubeflow(tools, flavour, true);
     expect(objects.some((o) => o.metadata?.name === 'oidc-ext-authz')).toBe(true);
     expect(await dryRun(objects, 'default')).toEqual([]);
+  });
+
+  it('helm chart (monitoring: ServiceMonitor, PrometheusRule, dashboard): every object is accepted', async () => {
+    const objects = renderChart(tools, MONITORING_HELM_VALUES, 'helm (monitoring)');
+    expect(objects.filter((o) => o.apiVersion === 'monitoring.coreos.com/v1').map((o) => o.kind).sort()).toEqual(['PrometheusRule', 'ServiceMonitor']);
+    expect(await dryRun(objects, CHART_NAMESPACE)).toEqual([]);
+  });
+
+  it('deploy/overlays/istio + deploy/components/monitoring: every object is accepted', async () => {
+    const objects = renderWithMonitoring(tools.kustomize, 'deploy/overlays/istio');
+    expect(objects.filter((o) => o.apiVersion === 'monitoring.coreos.com/v1').map((o) => o.kind).sort()).toEqual(['PrometheusRule', 'ServiceMonitor']);
+    expect(await dryRun(objects, 'oidc-ext-authz')).toEqual([]);
+    // The CRDs' schemas are enforced: a duration Prometheus could not read is refused.
+    const rule = structuredClone(objects.find((o) => o.kind === 'PrometheusRule')!);
+    rule.spec.groups[1].rules[0].for = '5 minutes';
+    expect((await dryRun([rule], 'oidc-ext-authz'))[0]).toMatch(/PrometheusRule .*spec\.groups\[1\]\.rules\[0\]\.for: Invalid value: "5 minutes"/);
   });
 
   it('a dry run stores nothing', async () => {

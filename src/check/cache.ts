@@ -80,12 +80,13 @@ export class DecisionCache<V extends Cacheable> {
         if (reason === 'evict') this.evict.inc();
       },
     });
+    // Keyed by cache name: the cache a reload builds in this one's place takes over its series.
     options.metrics.gauge('oidc_ext_authz_cache_entries', 'Entries held by the decision caches.', () => [
       { labels: { cache: options.name }, value: this.lru.size },
-    ]);
+    ], options.name);
     options.metrics.gauge('oidc_ext_authz_cache_bytes', 'Approximate bytes held by the decision caches.', () => [
       { labels: { cache: options.name }, value: this.lru.calculatedSize },
-    ]);
+    ], options.name);
   }
 
   /** SHA-256 of the credential, base64: the only form in which a credential is kept. */

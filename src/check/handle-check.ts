@@ -46,9 +46,12 @@ export function createDecisionWrapper(decider: Decider, metrics: Metrics, logger
     replyCount.set(reason, { result, counter: metrics.decisions.child({ result, reason }) });
   }
   const histogram = metrics.checkDuration;
-  const limiter = new LogRateLimiter<Reason>(options.replyLinesPerSecond, (reason, suppressed, windowMs) =>
-    logger.info({ reason, result: replyCount.get(reason)!.result, suppressed, windowMs }, 'log lines suppressed'),
-  );
+  const limiter = new LogRateLimiter<Reason>(options.replyLinesPerSecond, (reason, suppressed, windowMs) => {
+    const result = replyCount.get(reason)!.result;
+    // Once per reason and window, never per check: the label lookup is off the hot path.
+    metrics.logLinesSuppressed.child({ reason, result }).inc(suppressed);
+    logger.info({ reason, result, suppressed, windowMs }, 'log lines suppressed');
+  });
   const storeDown = unavailable('store_unavailable', options.errorStatus);
   const internal = unavailable('internal_error', options.errorStatus);
 

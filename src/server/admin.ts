@@ -25,7 +25,8 @@ const BACKCHANNEL_PREFIX = '/backchannel-logout/';
  *   is not ready and carries each check's detail. `?exclude=<name>` (repeatable, as on the Kubernetes API server)
  *   leaves a check out: the shipped Deployment probes `/readyz?exclude=issuers&exclude=providers&exclude=sessions`,
  *   so an IdP or Redis outage, which every replica sees at once, does not take every replica out of the Service.
- * - `/metrics`: Prometheus text.
+ * - `/metrics`: Prometheus text, with `oidc_ext_authz_ready{check}` for each readiness check (alerts see an outage that
+ *   the probe leaves out).
  * - `POST /backchannel-logout/<provider>`: OIDC Back-Channel Logout 1.0 (only with a browser flow configured).
  */
 export class AdminServer {
@@ -41,6 +42,9 @@ export class AdminServer {
     /** Read per request, for the same reason; undefined while no browser flow is configured. */
     private readonly backchannel: () => BackchannelHandler | undefined = () => undefined,
   ) {
+    metrics.gauge('oidc_ext_authz_ready', 'Readiness inputs of /readyz by check (1 ready, 0 not), whether or not the probe excludes them.', () =>
+      readiness().map((c) => ({ labels: { check: c.name }, value: c.ready() ? 1 : 0 })),
+    );
     this.server = createServer((req, res) => {
       const url = new URL(req.url ?? '/', 'http://admin');
       const path = url.pathname;

@@ -51,17 +51,30 @@ export class Counter {
   }
 }
 
-/** A gauge whose value is read from a callback at scrape time (cache sizes, readiness). */
+/** Reads a gauge's samples at scrape time. */
+export type GaugeReader = () => Array<{ labels: Labels; value: number }>;
+
+/**
+ * A gauge whose value is read from callbacks at scrape time (cache sizes, readiness). Several owners may feed one
+ * name (the bearer and the session cache): the exposition format allows one HELP/TYPE block per name, and Prometheus
+ * fails the whole scrape on a second one. Each owner has a key; a new reader under a key replaces the old one, so an
+ * owner built again (a config reload's new engine) neither doubles its series nor keeps the old owner alive.
+ */
 export class Gauge {
+  private readonly readers = new Map<string, GaugeReader>();
   constructor(
     readonly name: string,
     readonly help: string,
-    private readonly read: () => Array<{ labels: Labels; value: number }>,
   ) {}
+
+  /** Reads `read`'s samples under `key`, in place of the reader that key had. */
+  set(key: string, read: GaugeReader): void {
+    this.readers.set(key, read);
+  }
 
   render(): string {
     let out = `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} gauge\n`;
-    for (const { labels, value } of this.read()) out += `${this.name}${renderLabels(labels)} ${value}\n`;
+    for (const read of this.readers.values()) for (const { labels, value } of read()) out += `${this.name}${renderLabels(labels)} ${value}\n`;
     return out;
   }
 }
@@ -114,13 +127,17 @@ export class Metrics {
   readonly providerEvents = new Counter('oidc_ext_authz_oidc_events_total', 'OIDC login, callback, refresh and logout events.');
   readonly backchannelLogouts = new Counter('oidc_ext_authz_backchannel_logouts_total', 'Back-channel logout tokens by outcome (matched, no_session, listed, invalid, unavailable).');
   readonly tokenReviews = new Counter('oidc_ext_authz_token_reviews_total', 'Kubernetes TokenReview answers by issuer and outcome (authenticated, denied, forbidden, unavailable, cached).');
-  /**
-   * The process's memory as `process.memoryUsage()` sees it, read at scrape time: RSS is what the container's memory
-   * limit counts; heap and external show where it went (bench/memory.mjs samples these; docs/operations.md, memory sizing).
-   */
-  private readonly gauges: Gauge[] = [
-    new Gauge('process_resident_memory_bytes', 'Resident memory size in bytes.', () => [{ labels: {}, value: process.memoryUsage.rss() }]),
-    new Gauge('nodejs_memory_bytes', 'V8 heap (total, used) and off-heap (external, arrayBuffers) bytes.', () => {
+  readonly logLinesSuppressed = new Counter(
+    'oidc_ext_authz_log_lines_suppressed_total',
+    'Reply log lines dropped by log.denyLinesPerSecond, by reason and result (the decisions metric still counts every check).',
+  );
+  private readonly gauges = new Map<string, Gauge>();
+
+  constructor() {
+    // The process's memory as `process.memoryUsage()` sees it, read at scrape time: RSS is what the container's memory
+    // limit counts; heap and external show where it went (bench/memory.mjs samples these; docs/operations.md, memory sizing).
+    this.gauge('process_resident_memory_bytes', 'Resident memory size in bytes.', () => [{ labels: {}, value: process.memoryUsage.rss() }]);
+    this.gauge('nodejs_memory_bytes', 'V8 heap (total, used) and off-heap (external, arrayBuffers) bytes.', () => {
       const m = process.memoryUsage();
       return [
         { labels: { space: 'heap_total' }, value: m.heapTotal },
@@ -128,17 +145,27 @@ export class Metrics {
         { labels: { space: 'external' }, value: m.external },
         { labels: { space: 'array_buffers' }, value: m.arrayBuffers },
       ];
-    }),
-  ];
+    });
+  }
 
-  /** Registers a scrape-time gauge. */
-  gauge(name: string, help: string, read: () => Array<{ labels: Labels; value: number }>): void {
-    this.gauges.push(new Gauge(name, help, read));
+  /**
+   * Registers a scrape-time gauge. Owners of one name each pass their own `key` (default ""), and a later call with
+   * the same name and key replaces that owner's reader; the help text must match the first registration's.
+   */
+  gauge(name: string, help: string, read: GaugeReader, key = ''): void {
+    let gauge = this.gauges.get(name);
+    if (gauge === undefined) {
+      gauge = new Gauge(name, help);
+      this.gauges.set(name, gauge);
+    } else if (gauge.help !== help) {
+      throw new Error(`metrics: gauge ${name} registered twice with different help texts`);
+    }
+    gauge.set(key, read);
   }
 
   /** Prometheus text exposition format 0.0.4. */
   render(): string {
-    return [this.checkDuration, this.decisions, this.cache, this.jwksFetches, this.providerEvents, this.backchannelLogouts, this.tokenReviews, ...this.gauges]
+    return [this.checkDuration, this.decisions, this.cache, this.jwksFetches, this.providerEvents, this.backchannelLogouts, this.tokenReviews, this.logLinesSuppressed, ...this.gauges.values()]
       .map((m) => m.render())
       .join('');
   }
