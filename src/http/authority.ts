@@ -111,3 +111,11 @@ function ipv6Literal(bracketed: string): string | undefined {
     return undefined;
   }
 }
+
+/**
+ * A loopback host name or literal (`localhost`, `127.0.0.0/8`, `[::1]`), as a URL's `hostname` gives it. Whether a
+ * name resolves to loopback is not asked: only these spellings are known to, on every resolver.
+ */
+export function isLoopbackHost(hostname: string): boolean {
+  return hostname === 'localhost' || hostname === '[::1]' || hostname === '::1' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+}

@@ -1,4 +1,5 @@
 import { createIdpFetch } from '../http/idp-fetch.js';
+import { isLoopbackHost } from '../http/authority.js';
 
 /** Options of one bounded JSON GET. */
 export interface FetchJsonOptions {
@@ -25,7 +26,7 @@ export const MAX_JSON_BYTES = 1024 * 1024;
  */
 export async function fetchJson(url: URL, options: FetchJsonOptions): Promise<unknown> {
   if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new Error(`unsupported URL scheme ${url.protocol}`);
-  if (options.bearer !== undefined && url.protocol === 'http:' && !isLoopback(url.hostname)) {
+  if (options.bearer !== undefined && url.protocol === 'http:' && !isLoopbackHost(url.hostname)) {
     throw new Error('refusing to send a bearer token over plain http to a non-loopback host');
   }
   const headers: Record<string, string> = { accept: 'application/json, application/jwk-set+json' };
@@ -51,8 +52,4 @@ export async function fetchJson(url: URL, options: FetchJsonOptions): Promise<un
   } finally {
     client.close();
   }
-}
-
-function isLoopback(hostname: string): boolean {
-  return hostname === 'localhost' || hostname === '[::1]' || hostname === '::1' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
 }
