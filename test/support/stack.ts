@@ -45,6 +45,8 @@ export interface StackOptions {
   envoyVersion?: EnvoyVersion;
   /** Check only the requests this CUSTOM policy matches, as Istio does (default: every request). */
   customPolicy?: CustomPolicy;
+  /** The gateways' upstream instead of the echo app, e.g. a router that also serves the IdP under /dex (Kubeflow). */
+  upstream?: string;
 }
 
 /** IdP + N product replicas (createApp) + N Envoy emulators + one echo upstream, all on loopback. */
@@ -170,7 +172,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     stack.gateways.push(
       await startGateway({
         authzAddress: `127.0.0.1:${app.grpcPort}`,
-        upstream: stack.echo.url,
+        upstream: options.upstream ?? stack.echo.url,
         port: i === 0 ? gwPort : 0,
         ...(options.tls ? { tls: options.tls } : {}),
         ...(options.envoyVersion ? { envoyVersion: options.envoyVersion } : {}),
