@@ -170,13 +170,16 @@ const providerEndpoints = z.strictObject({
 });
 
 /** `https://host[:port]` or `http://host[:port]`, host as in route hosts (`*.example.com` allowed, `*` not). */
-const loginOrigin = z
-  .string()
-  .regex(/^https?:\/\/[^/?#@]+$/, 'expected an origin such as "https://kubeflow.example.com" or "http://localhost:8080" (scheme, host, optional port; no path)')
-  .refine((o) => {
-    const pattern = o.slice(o.indexOf('//') + 2);
-    return pattern !== '*' && hostPattern.safeParse(pattern).success;
-  }, { message: 'expected a host such as "app.example.com" or "*.example.com" after the scheme ("*" alone is never allowed)' });
+const loginOrigin = z.string().superRefine((o, ctx) => {
+  if (!/^https?:\/\/[^/?#@]+$/.test(o)) {
+    ctx.addIssue({ code: 'custom', message: 'expected an origin such as "https://kubeflow.example.com" or "http://localhost:8080" (scheme, host, optional port; no path)' });
+    return;
+  }
+  const pattern = o.slice(o.indexOf('//') + 2);
+  if (pattern === '*' || !hostPattern.safeParse(pattern).success) {
+    ctx.addIssue({ code: 'custom', message: 'expected a host such as "app.example.com" or "*.example.com" after the scheme ("*" alone is never allowed)' });
+  }
+});
 // ---------------------------------------------------------------------------------------------------------------
 
 const provider = z.strictObject({
