@@ -86,9 +86,13 @@ describe('split-horizon provider config', () => {
     expect(issuesOf({ loginOrigins: [origin] }).map((i) => i.path)).toEqual(['providers.0.loginOrigins.0']);
   });
 
-  it('refuses a discovery URL that is not the document itself, and relative browser URLs', () => {
+  it('refuses a discovery URL that is not the document itself, relative browser URLs, and credentials or fragments in URLs', () => {
     expect(issuesOf({ endpoints: { discovery: IN_CLUSTER } }).map((i) => i.path)).toEqual(['providers.0.endpoints.discovery']);
     expect(issuesOf({ endpoints: { authorization: '/dex/auth' } }).map((i) => i.path)).toEqual(['providers.0.endpoints.authorization']);
+    expect(issuesOf({ endpoints: { token: 'http://client:secret@dex.auth.svc.cluster.local:5556/dex/token', jwks: 'https://kc.example.com/certs#x' } })).toEqual([
+      { path: 'providers.0.endpoints.token', message: 'expected a URL without user:password@ and without #fragment' },
+      { path: 'providers.0.endpoints.jwks', message: 'expected a URL without user:password@ and without #fragment' },
+    ]);
   });
 });
 

@@ -156,17 +156,29 @@ const bearerIssuer = z.strictObject({
  * Endpoints that replace the discovered ones (or, with `skipDiscovery`, are the only ones). `authorization` and
  * `endSession` are where the browser is sent; every other one is called by this service (in-cluster URLs).
  */
+/**
+ * Whether `u` passes `test` as a URL. Zod runs refinements after a failed check too: what is no URL at all passes
+ * here, so the URL check's own message is the one reported.
+ */
+function urlWhere(u: string, test: (url: URL) => boolean): boolean {
+  return !URL.canParse(u) || test(new URL(u));
+}
+
+/** An endpoint URL: credentials in it would be logged and sent to the browser; a fragment means nothing to a server. */
+const endpointUrl = absoluteUrl.refine((u) => urlWhere(u, (url) => url.username === '' && url.password === '' && url.hash === ''), {
+  message: 'expected a URL without user:password@ and without #fragment',
+});
 const providerEndpoints = z.strictObject({
   /** The discovery document's URL, when it is not `<issuer>/.well-known/openid-configuration`; its `issuer` must still equal `issuer`. */
-  discovery: absoluteUrl
-    .refine((u) => new URL(u).pathname.includes('/.well-known/'), { message: 'expected the document URL itself, e.g. "http://dex.auth.svc.cluster.local:5556/dex/.well-known/openid-configuration"' })
+  discovery: endpointUrl
+    .refine((u) => urlWhere(u, (url) => url.pathname.includes('/.well-known/')), { message: 'expected the document URL itself, e.g. "http://dex.auth.svc.cluster.local:5556/dex/.well-known/openid-configuration"' })
     .optional(),
-  authorization: absoluteUrl.optional(),
-  endSession: absoluteUrl.optional(),
-  token: absoluteUrl.optional(),
-  jwks: absoluteUrl.optional(),
-  userinfo: absoluteUrl.optional(),
-  revocation: absoluteUrl.optional(),
+  authorization: endpointUrl.optional(),
+  endSession: endpointUrl.optional(),
+  token: endpointUrl.optional(),
+  jwks: endpointUrl.optional(),
+  userinfo: endpointUrl.optional(),
+  revocation: endpointUrl.optional(),
 });
 
 /** `https://host[:port]` or `http://host[:port]`, host as in route hosts (`*.example.com` allowed, `*` not). */
