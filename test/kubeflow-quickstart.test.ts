@@ -170,6 +170,33 @@ describe.skipIf(!enabled)("Kubeflow's quick start: a port-forward to http://loca
     await context.close();
   });
 
+  it('refuses a callback that arrives on another origin than the login started on, before any token request', async () => {
+    // With a cookie Domain the login state would reach a sibling host; the callback checks the origin itself.
+    const raw = new TestBrowser();
+    const start = await raw.request(`${publicBase}/notebooks/`, { headers: { ...NAVIGATE } });
+    expect(start.status).toBe(302);
+    const toForm = await raw.follow(start.location!, { headers: { ...NAVIGATE } });
+    const form = toForm.at(-1)!;
+    const action = /<form method="post" action="([^"]+)"/.exec(form.body)?.[1]?.replaceAll('&amp;', '&');
+    expect(action, form.body.slice(0, 300)).toBeDefined();
+    const posted = await raw.request(new URL(action!, publicBase).href, {
+      method: 'POST',
+      headers: { ...NAVIGATE, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ login: DEX_USER.email, password: DEX_USER.password }).toString(),
+    });
+    // skipApprovalScreen: Dex answers the form with the redirect back to the app.
+    const back = posted.location!;
+    expect(new URL(back).pathname).toBe('/oauth2/callback');
+
+    const before = events('dex', 'callback_error');
+    const forged = await raw.request(back, { headers: { ...NAVIGATE, host: `kubeflow.attacker.test:${new URL(publicBase).port}`, cookie: raw.cookieHeader('localhost') } });
+    expect(forged.status).toBe(400);
+    expect(forged.setCookies.some((l) => l.startsWith(`${SESSION}=`) && !/Max-Age=0/i.test(l))).toBe(false);
+    expect(events('dex', 'callback_error')).toBe(before + 1);
+    const refused = logs.map((l) => JSON.parse(l) as { reason?: string; detail?: string }).filter((l) => l.reason === 'callback_invalid');
+    expect(refused.at(-1)?.detail).toBe(`origin http://kubeflow.attacker.test:${new URL(publicBase).port} is not one of providers[].loginOrigins`);
+  });
+
   it('refuses the ID token when the provider names another issuer (the public URL): iss is compared exactly, never rewritten', async () => {
     const before = events('public-issuer', 'callback_error');
     const { context, page } = await tracked();
