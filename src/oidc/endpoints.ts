@@ -39,9 +39,9 @@ export function splitHorizonMetadata(config: ProviderConfig, discovered: client.
 }
 
 /**
- * Throws unless the discovery document names exactly the configured issuer. openid-client compares them itself only
- * when it builds the well-known URL from the issuer; a document fetched from `endpoints.discovery` is compared here,
- * byte for byte, as ID tokens' `iss` will be (OIDC Discovery 4.3).
+ * Throws unless a document fetched from `endpoints.discovery` names exactly the configured issuer, byte for byte, as
+ * ID tokens' `iss` will be compared (OIDC Discovery 4.3). openid-client makes that comparison itself only when it
+ * builds the well-known URL from the issuer.
  */
 export function checkIssuer(config: ProviderConfig, discovered: client.ServerMetadata): void {
   if (discovered.issuer !== config.issuer) {

@@ -177,7 +177,8 @@ export class OidcProvider {
         execute: from.protocol === 'http:' ? [client.allowInsecureRequests] : [],
       });
       discovered = document.serverMetadata();
-      checkIssuer(c, discovered);
+      // openid-client compared the issuers itself when it built the well-known URL from the issuer.
+      if (c.endpoints.discovery !== undefined) checkIssuer(c, discovered);
     }
     const metadata = splitHorizonMetadata(c, discovered);
     const configuration = new client.Configuration(
