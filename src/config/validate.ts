@@ -1,5 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import { isLoopbackHost } from '../http/authority.js';
+import { parseCidr } from '../http/trusted-peers.js';
+import { HTTP_ENDPOINTS } from '../http/authz-contract.js';
 import type { BearerIssuerConfig, Config, ProviderConfig } from './schema.js';
 
 /** One problem in a configuration, addressed by its dotted path (`routes.2.path.regex`). */
@@ -95,7 +97,33 @@ function serverProblems(config: Config): ConfigIssue[] {
     // Port 0 would give every worker process its own random port instead of one shared listener.
     if (grpc.port === 0) issues.push({ path: 'server.grpc.workers', message: 'expected a fixed server.grpc.port with workers, got port 0' });
     if (admin.port === 0) issues.push({ path: 'server.grpc.workers', message: 'expected a fixed server.admin.port with workers, got port 0' });
+    if (config.server.http.enabled && config.server.http.port === 0) {
+      issues.push({ path: 'server.grpc.workers', message: 'expected a fixed server.http.port with workers, got port 0' });
+    }
   }
+  return [...issues, ...httpListenerProblems(config.server.http)];
+}
+
+/** The HTTP listener's own rules: a path prefix Envoy can append to, and CIDRs that parse. */
+function httpListenerProblems(http: Config['server']['http']): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const prefix = http.pathPrefix;
+  // Envoy appends the original path (which starts with "/") to the prefix: a trailing "/" would double it, and the
+  // fixed endpoints must not fall under the prefix or a proxied path could pose as one of them.
+  if (!/^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*$/.test(prefix)) {
+    issues.push({ path: 'server.http.pathPrefix', message: `expected a path such as "/envoy" (no trailing "/", no "/" alone), got ${JSON.stringify(prefix)}` });
+  } else {
+    for (const endpoint of Object.values(HTTP_ENDPOINTS)) {
+      if (endpoint === prefix || endpoint.startsWith(`${prefix}/`) || prefix.startsWith(`${endpoint}/`)) {
+        issues.push({ path: 'server.http.pathPrefix', message: `expected a prefix apart from the fixed endpoint ${endpoint}, got ${JSON.stringify(prefix)}` });
+      }
+    }
+  }
+  http.trustedProxies.forEach((cidr, i) => {
+    if (parseCidr(cidr) === undefined) {
+      issues.push({ path: `server.http.trustedProxies.${i}`, message: `expected a CIDR such as "10.0.0.0/8" or an IP address, got ${JSON.stringify(cidr)}` });
+    }
+  });
   return issues;
 }
 
@@ -183,10 +211,11 @@ function browserUrlProblems(p: ProviderConfig, url: string, path: string): Confi
  */
 function fileProblems(config: Config, files: FileReader): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
-  const tls = config.server.grpc.tls;
-  if (tls !== undefined) {
-    readable(files, tls.certFile, 'server.grpc.tls.certFile', issues, pemCertificate);
-    readable(files, tls.keyFile, 'server.grpc.tls.keyFile', issues, (text) => (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text) ? undefined : 'expected a PEM private key'));
+  for (const listener of ['grpc', 'http'] as const) {
+    const tls = config.server[listener].tls;
+    if (tls === undefined || (listener === 'http' && !config.server.http.enabled)) continue;
+    readable(files, tls.certFile, `server.${listener}.tls.certFile`, issues, pemCertificate);
+    readable(files, tls.keyFile, `server.${listener}.tls.keyFile`, issues, (text) => (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text) ? undefined : 'expected a PEM private key'));
   }
   config.issuers.forEach((issuer, i) => {
     if (issuer.caFile !== undefined) readable(files, issuer.caFile, `issuers.${i}.caFile`, issues, nonEmpty);

@@ -30,6 +30,8 @@ export const REASONS = [
   'email_unverified',
   'tcp_denied',
   'request_malformed',
+  // the HTTP listener: a peer outside server.http.trustedProxies (its forwarded headers are not believed)
+  'untrusted_peer',
   'callback_invalid',
   'callback_idp_error',
   'logout_confirm',

@@ -35,15 +35,18 @@ export class AdminServer {
   constructor(
     private readonly host: string,
     private readonly port: number,
-    private readonly checks: readonly ReadinessCheck[],
+    /** Read per probe: a config reload may change which checks there are. */
+    private readonly readiness: () => readonly ReadinessCheck[],
     metrics: Metrics,
-    private readonly backchannel?: BackchannelHandler,
+    /** Read per request, for the same reason; undefined while no browser flow is configured. */
+    private readonly backchannel: () => BackchannelHandler | undefined = () => undefined,
   ) {
     this.server = createServer((req, res) => {
       const url = new URL(req.url ?? '/', 'http://admin');
       const path = url.pathname;
-      if (path.startsWith(BACKCHANNEL_PREFIX) && this.backchannel !== undefined) {
-        if (req.method === 'POST') this.receiveBackchannel(req, res, safeDecode(path.slice(BACKCHANNEL_PREFIX.length)));
+      const backchannel = path.startsWith(BACKCHANNEL_PREFIX) ? this.backchannel() : undefined;
+      if (backchannel !== undefined) {
+        if (req.method === 'POST') this.receiveBackchannel(req, res, backchannel, safeDecode(path.slice(BACKCHANNEL_PREFIX.length)));
         else res.writeHead(405, { allow: 'POST' }).end();
         return;
       }
@@ -54,13 +57,14 @@ export class AdminServer {
       if (path === '/healthz') {
         res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       } else if (path === '/readyz') {
+        const all = this.readiness();
         const exclude = new Set(url.searchParams.getAll('exclude'));
         // Unknown names are reported, not refused (as the API server does): one probe fits configs with and without
         // a browser flow, and a typo shows in the body.
-        const unknown = [...exclude].filter((name) => !this.checks.some((c) => c.name === name));
-        const failing = this.failing(exclude);
+        const unknown = [...exclude].filter((name) => !all.some((c) => c.name === name));
+        const failing = this.failing(exclude, all);
         const checks = Object.fromEntries(
-          this.checks.map((c) => [c.name, { ready: c.ready(), ...(exclude.has(c.name) ? { excluded: true } : {}), ...(c.detail ? { detail: c.detail() } : {}) }]),
+          all.map((c) => [c.name, { ready: c.ready(), ...(exclude.has(c.name) ? { excluded: true } : {}), ...(c.detail ? { detail: c.detail() } : {}) }]),
         );
         res.writeHead(failing.length === 0 ? 200 : 503, { 'content-type': 'application/json' });
         res.end(`${JSON.stringify({ ready: failing.length === 0, notReady: failing, checks, ...(unknown.length > 0 ? { unknownExcluded: unknown } : {}) })}\n`);
@@ -73,8 +77,8 @@ export class AdminServer {
   }
 
   /** Names of the checks that are not ready ("draining" during shutdown), leaving out `exclude`. */
-  failing(exclude: ReadonlySet<string> = new Set()): string[] {
-    const out = this.checks.filter((c) => !exclude.has(c.name) && !c.ready()).map((c) => c.name);
+  failing(exclude: ReadonlySet<string> = new Set(), all: readonly ReadinessCheck[] = this.readiness()): string[] {
+    const out = all.filter((c) => !exclude.has(c.name) && !c.ready()).map((c) => c.name);
     if (this.draining) out.unshift('draining');
     return out;
   }
@@ -83,7 +87,7 @@ export class AdminServer {
     this.draining = true;
   }
 
-  private receiveBackchannel(req: IncomingMessage, res: ServerResponse, provider: string): void {
+  private receiveBackchannel(req: IncomingMessage, res: ServerResponse, handler: BackchannelHandler, provider: string): void {
     const type = req.headers['content-type'] ?? '';
     if (!/^application\/x-www-form-urlencoded\b/i.test(type)) {
       res.writeHead(415, { 'content-type': 'text/plain' }).end('expected application/x-www-form-urlencoded\n');
@@ -103,7 +107,7 @@ export class AdminServer {
     });
     req.on('end', () => {
       if (res.headersSent) return;
-      this.backchannel!(provider, Buffer.concat(chunks).toString('utf8')).then(
+      handler(provider, Buffer.concat(chunks).toString('utf8')).then(
         (r) => res.writeHead(r.status, r.headers).end(r.body),
         () => res.writeHead(500, { 'content-type': 'text/plain' }).end('internal error\n'),
       );
