@@ -36,6 +36,7 @@ export function buildEngine(config: Config, deps: EngineDeps): Engine {
   const verifier = new BearerVerifier(config.issuers, {
     now: () => now() / 1000,
     onFetch: (issuer: string, outcome: 'ok' | 'error') => jwksFetches.child({ issuer, outcome }).inc(),
+    onReview: (issuer, outcome) => metrics.tokenReviews.child({ issuer, outcome }).inc(),
     logger,
     loginClients: config.providers,
   });

@@ -1,6 +1,6 @@
 import type { Config } from '../config/schema.js';
 import { forbidden, textReply, unauthorized, unavailable } from '../decision/local-reply.js';
-import type { Reason } from '../decision/reasons.js';
+import { INFRASTRUCTURE_REASONS, type Reason } from '../decision/reasons.js';
 import { prepareAllow, shareAllow } from '../decision/shared-allow.js';
 import type { Decision, HeaderOption, PreparedAllow, SharedAllow } from '../decision/types.js';
 import type { IdentityHeaders } from '../identity/headers.js';
@@ -146,7 +146,7 @@ export class Decider {
     const key = DecisionCache.key(token);
     const entry = await this.d.tokenCache.getOrLoad(key, () => this.verify(token));
     if (!entry.ok) {
-      if (entry.reason === 'jwks_unavailable') return unavailable(entry.reason, this.errorStatus);
+      if (INFRASTRUCTURE_REASONS.has(entry.reason)) return { ...unavailable(entry.reason, this.errorStatus), detail: entry.detail };
       return { ...unauthorized(entry.reason, 'invalid_token'), detail: entry.detail };
     }
     if (route.issuers !== undefined && !route.issuers.has(entry.issuer)) return unauthorized('bearer_unknown_issuer', 'invalid_token');
@@ -159,8 +159,8 @@ export class Decider {
     const outcome = await this.d.verifier.verify(token);
     const now = this.d.now();
     if (!outcome.ok) {
-      // Key-set outages must not be remembered: the next request should try again.
-      const ttl = outcome.reason === 'jwks_unavailable' ? 0 : this.negativeTtlMs;
+      // Outages (key set, TokenReview) must not be remembered: the next request should try again.
+      const ttl = INFRASTRUCTURE_REASONS.has(outcome.reason) ? 0 : this.negativeTtlMs;
       return { ok: false, reason: outcome.reason, detail: outcome.detail, expiresAt: now + ttl, size: 64 + outcome.detail.length * 2 };
     }
     // With forwardAuthorization the client's header passes untouched, so the token never enters the cached bytes.

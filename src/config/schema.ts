@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { canonicalAuthority } from '../http/authority.js';
+import { tokenReviewSchema } from './token-review.js';
 
 /**
  * The one configuration schema. Every key has a default here, `docs/configuration.md` documents it, and
@@ -149,6 +150,8 @@ const bearerIssuer = z.strictObject({
       timeoutMs: z.number().int().min(100).max(60000).default(5000),
     })
     .prefault({}),
+  /** Kubernetes TokenReview for ServiceAccount tokens (src/config/token-review.ts); unset: local verification only. */
+  tokenReview: tokenReviewSchema.optional(),
 });
 
 // ---- issue 11: split-horizon IdP endpoints ---------------------------------------------------------------------

@@ -3,6 +3,7 @@ import { isLoopbackHost } from '../http/authority.js';
 import { parseCidr } from '../http/trusted-peers.js';
 import { HTTP_ENDPOINTS } from '../http/authz-contract.js';
 import type { BearerIssuerConfig, Config, ProviderConfig } from './schema.js';
+import { KUBERNETES_LEGACY_ISSUER } from './token-review.js';
 
 /** One problem in a configuration, addressed by its dotted path (`routes.2.path.regex`). */
 export interface ConfigIssue {
@@ -34,7 +35,8 @@ export function validateConfig(config: Config, files: FileReader | undefined): C
 }
 
 /**
- * Rules on the bearer issuer list: unique names, unique `issuer` values, and a JWKS source for each.
+ * Rules on the bearer issuer list: unique names, unique `issuer` values, a JWKS source for each, and a TokenReview for
+ * the legacy Kubernetes issuer.
  * Exported because `BearerVerifier` asserts the same rules when it is built from something other than `parseConfig`.
  */
 export function issuerProblems(issuers: readonly BearerIssuerConfig[]): ConfigIssue[] {
@@ -46,6 +48,13 @@ export function issuerProblems(issuers: readonly BearerIssuerConfig[]): ConfigIs
       issues.push({ path: `issuers.${i}.issuer`, message: `expected unique issuer values, got "${issuer.issuer}" twice` });
     }
     seen.add(issuer.issuer);
+    // Legacy secret tokens have no exp: only the API server knows whether their Secret still exists.
+    if (issuer.issuer === KUBERNETES_LEGACY_ISSUER && issuer.tokenReview === undefined) {
+      issues.push({
+        path: `issuers.${i}.tokenReview`,
+        message: `required for issuer "${KUBERNETES_LEGACY_ISSUER}": legacy secret tokens never expire, so only a TokenReview can tell a live one from a revoked one`,
+      });
+    }
     if (issuer.jwksUri === undefined && !isHttpUrl(issuer.issuer)) {
       issues.push({
         path: `issuers.${i}.jwksUri`,
@@ -220,6 +229,10 @@ function fileProblems(config: Config, files: FileReader): ConfigIssue[] {
   config.issuers.forEach((issuer, i) => {
     if (issuer.caFile !== undefined) readable(files, issuer.caFile, `issuers.${i}.caFile`, issues, nonEmpty);
     if (issuer.tokenFile !== undefined) readable(files, issuer.tokenFile, `issuers.${i}.tokenFile`, issues, nonEmpty);
+    if (issuer.tokenReview !== undefined) {
+      readable(files, issuer.tokenReview.caFile, `issuers.${i}.tokenReview.caFile`, issues, nonEmpty);
+      readable(files, issuer.tokenReview.tokenFile, `issuers.${i}.tokenReview.tokenFile`, issues, nonEmpty);
+    }
   });
   config.providers.forEach((provider, i) => {
     if (provider.caFile !== undefined) readable(files, provider.caFile, `providers.${i}.caFile`, issues, nonEmpty);
