@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } fro
 import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AUTHZ_CLIENT, AUDIENCE, startAuthz, startNoop } from './authz-server.mjs';
+import { AUTHZ_CLIENT, AUDIENCE, startAuthz, startNoop, startNoopHttp } from './authz-server.mjs';
 import { loginThroughCheck, loginThroughOauth2Proxy } from './browser-login.mjs';
 import { measure, WrongDecisionError } from './measure.mjs';
 import { findTool, oauth2ProxyPort, startOauth2Proxy, startOpa, toolVersion } from './peers.mjs';
@@ -18,6 +18,7 @@ import { freePort, jsonListening, killAll, peakRssMiB, startProcess, stopProcess
 import { writeReport } from './report.mjs';
 import { closeProbes } from './requests.mjs';
 import { runSoak } from './soak.mjs';
+import { buildHttpScenarios } from './http-scenarios.mjs';
 import { buildScenarios } from './scenarios.mjs';
 import { signingKeys, signToken, signTokens, USER } from './tokens.mjs';
 
@@ -91,7 +92,9 @@ async function main() {
   const want = (id) => !o.only || o.only.some((x) => id.startsWith(x) || x.startsWith(id));
   const servers = {};
   servers.noop = await startNoop({ workDir: o.workDir });
-  servers.authz = await startAuthz({ name: 'authz', workDir: o.workDir, issuer, sessionKey, nodeArgs: profileArgs('authz') });
+  const withHttp = !(o.soak > 0) && (want('http') || want('ceiling-http') || want('oauth2-proxy'));
+  servers.authz = await startAuthz({ name: 'authz', workDir: o.workDir, issuer, sessionKey, http: withHttp, nodeArgs: profileArgs('authz') });
+  if (withHttp) servers.noopHttp = await startNoopHttp({ workDir: o.workDir });
   servers.cold = await startAuthz({ name: 'authz-cold', workDir: o.workDir, issuer, sessionKey, cache: oneEntry, nodeArgs: profileArgs('authz-cold') });
   // Cluster workers: also one-entry caches (one repeated token hits, distinct tokens miss), so two servers cover both.
   if (!has('--no-workers') && !(o.soak > 0) && (want('bearer-cached-w') || want('bearer-cold-rs256-w'))) {
@@ -119,6 +122,9 @@ async function main() {
   if (oauth2ProxyCookie) log(`oauth2-proxy session: logged in through /oauth2/start + IdP + /oauth2/callback (${oauth2ProxyCookie.length} bytes)`);
 
   let scenarios = buildScenarios({ workDir: o.workDir, servers, idp, bearer, coldRs256, coldEs256, sessionCookie, oauth2ProxyCookie, callbackLogins: o.callbackLogins });
+  // The same process as servers.authz (its CPU, its /metrics), reached on its HTTP listener: not a server of its own.
+  const authzHttp = withHttp ? { ...servers.authz, base: `http://127.0.0.1:${servers.authz.httpPort}` } : undefined;
+  scenarios.push(...buildHttpScenarios({ servers: { noopHttp: servers.noopHttp, authzHttp }, bearer, sessionCookie }));
   if (servers.baseline) {
     // The same requests against the other build, compared per round like a peer: before/after a change in one run.
     const label = `baseline ${execFileSync('git', ['-C', o.baseline, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim()}`;

@@ -128,7 +128,7 @@ export function buildScenarios(c) {
     list.push(
       {
         id: 'oauth2-proxy-bearer', title: 'oauth2-proxy /oauth2/auth, bearer', group: 'peer', server: op, http1: true, httpPath: '/oauth2/auth',
-        headers: headers(bearerHeaders), tool: 'h2load', ceiling: 'ceiling', peerOf: 'bearer-cached', expect: { httpStatus: 202 }, fixedRate: false,
+        headers: headers(bearerHeaders), tool: 'h2load', ceiling: 'ceiling', peerOf: ['bearer-cached', 'http-bearer-cached'], expect: { httpStatus: 202 }, fixedRate: false,
         probes: [
           { name: 'good bearer', http: http(bearerHeaders), expect: 202 },
           { name: 'tampered bearer', http: http({ authorization: `Bearer ${tamper(c.bearer)}` }), expect: 401 },
@@ -136,7 +136,7 @@ export function buildScenarios(c) {
       },
       {
         id: 'oauth2-proxy-cookie', title: 'oauth2-proxy /oauth2/auth, session cookie', group: 'peer', server: op, http1: true, httpPath: '/oauth2/auth',
-        headers: headers(cookieHeaders), tool: 'h2load', ceiling: 'ceiling', peerOf: 'session-cached', expect: { httpStatus: 202 }, fixedRate: false,
+        headers: headers(cookieHeaders), tool: 'h2load', ceiling: 'ceiling', peerOf: ['session-cached', 'http-session-cached'], expect: { httpStatus: 202 }, fixedRate: false,
         probes: [
           { name: 'session cookie', http: http(cookieHeaders), expect: 202 },
           { name: 'no cookie', http: http({ cookie: OTHER_COOKIES }), expect: 401 },
