@@ -15,8 +15,9 @@ export const AUDIENCE = 'bench';
 /**
  * The benchmark's configuration: one issuer for bearer tokens and the same issuer as OIDC provider. `issuers` replaces
  * the bearer issuers and drops the browser login (bench/memory.mjs: a bare JWKS server has no discovery to log in with).
+ * `tracing`: the config's tracing section (the tracing-on scenario exports to bench/otlp-sink.mjs).
  */
-export function authzConfig({ issuer, grpcPort, adminPort, httpPort, cache, workers, sessionKey, issuers }) {
+export function authzConfig({ issuer, grpcPort, adminPort, httpPort, cache, workers, sessionKey, issuers, tracing }) {
   if (issuers) {
     return {
       server: { grpc: { host: '127.0.0.1', port: grpcPort, workers }, admin: { host: '127.0.0.1', port: adminPort } },
@@ -32,6 +33,7 @@ export function authzConfig({ issuer, grpcPort, adminPort, httpPort, cache, work
     // The default level: one JSON line per denied check, as in production.
     log: { level: 'info' },
     ...(cache ? { cache } : {}),
+    ...(tracing ? { tracing } : {}),
     issuers: [{ name: 'bench', issuer, audiences: [AUDIENCE], algorithms: ['RS256', 'ES256'] }],
     providers: [{ name: 'idp', issuer, clientId: AUTHZ_CLIENT.client_id, clientSecret: AUTHZ_CLIENT.client_secret }],
     // Long idle timeout: a cached session is never slid (re-sealed) inside a measurement.
@@ -48,12 +50,12 @@ export function authzConfig({ issuer, grpcPort, adminPort, httpPort, cache, work
  * Starts `node dist/cli.js serve` with that config (`cli`: another build's cli.js, for a baseline). Fixed ports (cluster
  * workers need them). Resolves when every process is listening and /readyz says ready (JWKS fetched, provider discovered).
  */
-export async function startAuthz({ name, workDir, issuer, cache, workers = 0, sessionKey, issuers, http = false, nodeArgs = [], cli = join(root, 'dist/cli.js') }) {
+export async function startAuthz({ name, workDir, issuer, cache, workers = 0, sessionKey, issuers, http = false, tracing, nodeArgs = [], cli = join(root, 'dist/cli.js') }) {
   const grpcPort = await freePort();
   const adminPort = await freePort();
   const httpPort = http ? await freePort() : undefined;
   const file = join(workDir, `${name}.json`);
-  writeFileSync(file, JSON.stringify(authzConfig({ issuer, grpcPort, adminPort, httpPort, cache, workers, sessionKey, issuers }), null, 2));
+  writeFileSync(file, JSON.stringify(authzConfig({ issuer, grpcPort, adminPort, httpPort, cache, workers, sessionKey, issuers, tracing }), null, 2));
   const p = await startProcess(name, process.execPath, [...nodeArgs, cli, 'serve', '--config', file], {
     log: join(workDir, `${name}.log`),
     ready: jsonListening(Math.max(1, workers)),

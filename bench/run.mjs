@@ -101,6 +101,13 @@ async function main() {
     servers.w1 = await startAuthz({ name: 'authz-workers-1', workDir: o.workDir, issuer, sessionKey, cache: oneEntry, workers: 1 });
     servers.w2 = await startAuthz({ name: 'authz-workers-2', workDir: o.workDir, issuer, sessionKey, cache: oneEntry, workers: 2 });
   }
+  if (want('tracing-on')) {
+    // The same server with tracing on, exporting every Check span (sampled parent) to an OTLP sink.
+    const sink = await startProcess('otlp-sink', process.execPath, [join(root, 'bench/otlp-sink.mjs')], { log: join(o.workDir, 'otlp-sink.log'), ready: jsonListening(1) });
+    servers.otlpSink = { ...sink, pids: () => [sink.pid] };
+    const tracing = { enabled: true, endpoint: `http://127.0.0.1:${servers.otlpSink.port}/v1/traces`, serviceName: 'oidc-ext-authz-bench' };
+    servers.traced = await startAuthz({ name: 'authz-traced', workDir: o.workDir, issuer, sessionKey, tracing, nodeArgs: profileArgs('authz-traced') });
+  }
   if (baselineCli !== undefined) {
     servers.baseline = await startAuthz({ name: 'authz-baseline', workDir: o.workDir, issuer, sessionKey, cli: baselineCli, nodeArgs: profileArgs('authz-baseline') });
   }
@@ -164,6 +171,12 @@ async function main() {
     }
   }
 
+  if (servers.otlpSink) {
+    const sink = await (await fetch(`http://127.0.0.1:${servers.otlpSink.port}/count`)).json();
+    // Proof that tracing-on exported: every measured Check of it is a span the sink received (less the last batch).
+    log(`otlp-sink: ${sink.checkSpans} Check spans in ${sink.requests} exports (${(sink.bytes / 1e6).toFixed(1)} MB)`);
+    if (sink.checkSpans === 0) throw new Error('tracing-on exported no span to the sink');
+  }
   const rss = {};
   for (const [name, server] of Object.entries(servers)) rss[name] = { name: server.name, mib: peakRssMiB(server.pids()), processes: server.pids().length };
   rss.idp = { name: 'idp', mib: peakRssMiB([idp.pid]), processes: 1 };

@@ -4,6 +4,7 @@ import { parseCidr } from '../http/trusted-peers.js';
 import { HTTP_ENDPOINTS } from '../http/authz-contract.js';
 import type { BearerIssuerConfig, Config, ProviderConfig } from './schema.js';
 import { KUBERNETES_LEGACY_ISSUER } from './token-review.js';
+import { tracingProblems } from './tracing-rules.js';
 
 /** One problem in a configuration, addressed by its dotted path (`routes.2.path.regex`). */
 export interface ConfigIssue {
@@ -30,6 +31,7 @@ export function validateConfig(config: Config, files: FileReader | undefined): C
     ...serverProblems(config),
     ...sessionProblems(config),
     ...providerEndpointProblems(config),
+    ...tracingProblems(config),
     ...(files === undefined ? [] : fileProblems(config, files)),
   ];
 }

@@ -102,6 +102,11 @@ export function formatAuthority(authority: CanonicalAuthority, scheme: string): 
   return authority.port === '' || authority.port === defaultPort(scheme) ? authority.host : `${authority.host}:${authority.port}`;
 }
 
+/** A URL hostname (as `URL.hostname` gives it) that names this machine: `localhost`, 127/8 or `[::1]`. */
+export function isLoopbackHost(hostname: string): boolean {
+  return hostname === 'localhost' || hostname === '[::1]' || hostname === '::1' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+}
+
 /** The compressed form of a bracketed IPv6 literal, by the WHATWG URL parser; undefined when it is not one. */
 function ipv6Literal(bracketed: string): string | undefined {
   try {
@@ -110,12 +115,4 @@ function ipv6Literal(bracketed: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/**
- * A loopback host name or literal (`localhost`, `127.0.0.0/8`, `[::1]`), as a URL's `hostname` gives it. Whether a
- * name resolves to loopback is not asked: only these spellings are known to, on every resolver.
- */
-export function isLoopbackHost(hostname: string): boolean {
-  return hostname === 'localhost' || hostname === '[::1]' || hostname === '::1' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
 }

@@ -1,5 +1,8 @@
-import { createIdpFetch } from '../http/idp-fetch.js';
 import { isLoopbackHost } from '../http/authority.js';
+import { createIdpFetch } from '../http/idp-fetch.js';
+import { idpCallTracer } from '../telemetry/idp-span.js';
+
+const traceKeyFetch = idpCallTracer('jwks');
 
 /** Options of one bounded JSON GET. */
 export interface FetchJsonOptions {
@@ -33,7 +36,7 @@ export async function fetchJson(url: URL, options: FetchJsonOptions): Promise<un
   if (options.bearer !== undefined) headers.authorization = `Bearer ${options.bearer}`;
   const deadline = AbortSignal.timeout(options.timeoutMs);
   const signal = options.signal === undefined ? deadline : AbortSignal.any([options.signal, deadline]);
-  const client = createIdpFetch({ ca: options.ca, maxBytes: options.maxBytes });
+  const client = createIdpFetch({ ca: options.ca, maxBytes: options.maxBytes, trace: traceKeyFetch });
   try {
     let res: Response;
     try {

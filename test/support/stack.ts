@@ -46,6 +46,8 @@ export interface StackOptions {
   envoyVersion?: EnvoyVersion;
   /** Check only the requests this CUSTOM policy matches, as Istio does (default: every request). */
   customPolicy?: CustomPolicy;
+  /** The `tracing` config (export to a test Jaeger). */
+  tracing?: Record<string, unknown>;
   /** Merged into `server.http`: the HTTP authorization listener (on loopback, port 0, when enabled here). */
   httpListener?: Record<string, unknown>;
   /**
@@ -111,6 +113,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     },
     log: { level: 'silent' },
     ...(options.issuers !== undefined ? { issuers: options.issuers } : {}),
+    ...(options.tracing !== undefined ? { tracing: options.tracing } : {}),
     providers: [
       {
         name: 'corp',
