@@ -154,8 +154,52 @@ const bearerIssuer = z.strictObject({
   tokenReview: tokenReviewSchema.optional(),
 });
 
+// ---- issue 11: split-horizon IdP endpoints ---------------------------------------------------------------------
+/**
+ * Endpoints that replace the discovered ones (or, with `skipDiscovery`, are the only ones). `authorization` and
+ * `endSession` are where the browser is sent; every other one is called by this service (in-cluster URLs).
+ */
+/**
+ * Whether `u` passes `test` as a URL. Zod runs refinements after a failed check too: what is no URL at all passes
+ * here, so the URL check's own message is the one reported.
+ */
+function urlWhere(u: string, test: (url: URL) => boolean): boolean {
+  return !URL.canParse(u) || test(new URL(u));
+}
+
+/** An endpoint URL: credentials in it would be logged and sent to the browser; a fragment means nothing to a server. */
+const endpointUrl = absoluteUrl.refine((u) => urlWhere(u, (url) => url.username === '' && url.password === '' && url.hash === ''), {
+  message: 'expected a URL without user:password@ and without #fragment',
+});
+const providerEndpoints = z.strictObject({
+  /** The discovery document's URL, when it is not `<issuer>/.well-known/openid-configuration`; its `issuer` must still equal `issuer`. */
+  discovery: endpointUrl
+    .refine((u) => urlWhere(u, (url) => url.pathname.includes('/.well-known/')), { message: 'expected the document URL itself, e.g. "http://dex.auth.svc.cluster.local:5556/dex/.well-known/openid-configuration"' })
+    .optional(),
+  authorization: endpointUrl.optional(),
+  endSession: endpointUrl.optional(),
+  token: endpointUrl.optional(),
+  jwks: endpointUrl.optional(),
+  userinfo: endpointUrl.optional(),
+  revocation: endpointUrl.optional(),
+});
+
+/** `https://host[:port]` or `http://host[:port]`, host as in route hosts (`*.example.com` allowed, `*` not). */
+const loginOrigin = z.string().superRefine((o, ctx) => {
+  if (!/^https?:\/\/[^/?#@]+$/.test(o)) {
+    ctx.addIssue({ code: 'custom', message: 'expected an origin such as "https://kubeflow.example.com" or "http://localhost:8080" (scheme, host, optional port; no path)' });
+    return;
+  }
+  const pattern = o.slice(o.indexOf('//') + 2);
+  if (pattern === '*' || !hostPattern.safeParse(pattern).success) {
+    ctx.addIssue({ code: 'custom', message: 'expected a host such as "app.example.com" or "*.example.com" after the scheme ("*" alone is never allowed)' });
+  }
+});
+// ---------------------------------------------------------------------------------------------------------------
+
 const provider = z.strictObject({
   name: z.string().min(1),
+  /** Exact `iss` of its ID tokens, never rewritten; also where discovery is fetched unless `endpoints.discovery` says otherwise. */
   issuer: absoluteUrl,
   clientId: z.string().min(1),
   clientSecret: secret.optional(),
@@ -182,6 +226,20 @@ const provider = z.strictObject({
   clockToleranceSeconds: seconds.max(300).default(30),
   /** A hanging IdP costs one wait this long per session; below the mesh's ext_authz timeout so we answer first. */
   timeoutMs: z.number().int().min(100).max(60000).default(5000),
+  /** Split horizon: endpoints given here replace the discovered ones (see providerEndpoints). */
+  endpoints: providerEndpoints.prefault({}),
+  /** No discovery document at all: `endpoints.authorization`, `token` and `jwks` are then required. */
+  skipDiscovery: z.boolean().default(false),
+  /**
+   * Origins a login may start on; the redirect_uri is built for the request's origin only when it is one of these.
+   * Unset: any origin the routes send here (the IdP's registered redirect URIs are then the only check).
+   */
+  loginOrigins: z.array(loginOrigin).min(1).optional(),
+  /**
+   * Allow plain-http browser-facing URLs (`endpoints.authorization`, `endpoints.endSession`, `loginOrigins`). Off: a
+   * code, a session cookie and the IdP's password form must not cross the network in clear; on for port-forwards.
+   */
+  allowPlainHttp: z.boolean().default(false),
 });
 
 const session = z.strictObject({

@@ -1,7 +1,8 @@
 import { X509Certificate } from 'node:crypto';
+import { isLoopbackHost } from '../http/authority.js';
 import { parseCidr } from '../http/trusted-peers.js';
 import { HTTP_ENDPOINTS } from '../http/authz-contract.js';
-import type { BearerIssuerConfig, Config } from './schema.js';
+import type { BearerIssuerConfig, Config, ProviderConfig } from './schema.js';
 import { KUBERNETES_LEGACY_ISSUER } from './token-review.js';
 import { tracingProblems } from './tracing-rules.js';
 
@@ -29,6 +30,7 @@ export function validateConfig(config: Config, files: FileReader | undefined): C
     ...routeProblems(config),
     ...serverProblems(config),
     ...sessionProblems(config),
+    ...providerEndpointProblems(config),
     ...tracingProblems(config),
     ...(files === undefined ? [] : fileProblems(config, files)),
   ];
@@ -165,6 +167,53 @@ function sessionProblems(config: Config): ConfigIssue[] {
     }
   }
   return issues;
+}
+
+/** The endpoints a login needs when there is no discovery document to take them from. */
+const REQUIRED_WITHOUT_DISCOVERY = ['authorization', 'token', 'jwks'] as const;
+/** The endpoints the browser is sent to (every other one is called by this service). */
+const BROWSER_ENDPOINTS = ['authorization', 'endSession'] as const;
+
+/**
+ * Rules on split-horizon providers (`endpoints`, `skipDiscovery`, `loginOrigins`, `allowPlainHttp`) the schema alone
+ * cannot express. Part of `validateConfig`, so `check-config` and `serve` run them both.
+ */
+function providerEndpointProblems(config: Config): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  config.providers.forEach((p, i) => {
+    const at = `providers.${i}`;
+    if (p.skipDiscovery) {
+      for (const key of REQUIRED_WITHOUT_DISCOVERY) {
+        if (p.endpoints[key] === undefined) issues.push({ path: `${at}.endpoints.${key}`, message: 'required when skipDiscovery is true' });
+      }
+      if (p.endpoints.discovery !== undefined) {
+        issues.push({ path: `${at}.endpoints.discovery`, message: 'contradicts skipDiscovery: true (set one of them)' });
+      }
+    }
+    for (const key of BROWSER_ENDPOINTS) {
+      const url = p.endpoints[key];
+      if (url !== undefined) issues.push(...browserUrlProblems(p, url, `${at}.endpoints.${key}`));
+    }
+    p.loginOrigins?.forEach((origin, j) => {
+      const path = `${at}.loginOrigins.${j}`;
+      issues.push(...browserUrlProblems(p, origin, path));
+      // Chromium stores Secure (and __Host-) cookies over plain http only from potentially trustworthy hosts
+      // (localhost, *.localhost, 127/8, [::1]); anywhere else the login state cookie is dropped and every login fails.
+      const host = origin.slice(origin.indexOf('//') + 2).replace(/:\d+$/, '');
+      if (origin.startsWith('http:') && config.session?.secure !== false && !isLoopbackHost(host) && !host.endsWith('.localhost')) {
+        issues.push({
+          path,
+          message: `browsers drop Secure cookies set over plain http on ${host} (only localhost and loopback addresses keep them): use https, or session.secure: false for a development setup`,
+        });
+      }
+    });
+  });
+  return issues;
+}
+
+function browserUrlProblems(p: ProviderConfig, url: string, path: string): ConfigIssue[] {
+  if (!url.startsWith('http:') || p.allowPlainHttp) return [];
+  return [{ path, message: `expected an https URL for the browser, got ${JSON.stringify(url)} (set allowPlainHttp: true to allow plain http for a port-forward or a local setup)` }];
 }
 
 /**

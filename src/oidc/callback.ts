@@ -73,6 +73,8 @@ export async function handleCallback(
     return textReply(status, reason, body, { setCookies: clear, detail });
   };
 
+  // The login state cookie is pinned to the host it was set on; with a cookie Domain it is not, so check again.
+  if (!provider.allowsLoginOrigin(origin)) return fail(`origin ${origin} is not one of providers[].loginOrigins`);
   const iss = params.get('iss');
   if (iss !== null && iss !== login.issuer) return fail('iss parameter does not match the issuer of this login (mix-up)');
   if (params.get('code') === null) return fail('code missing');

@@ -24,6 +24,9 @@ export const RESERVED_AUTH_PARAMS: ReadonlySet<string> = new Set([
   'request_uri',
 ]);
 
+/** The page for a login on an origin the provider does not list: no login state, no redirect_uri for it. */
+export const NOT_A_LOGIN_ORIGIN = 'Bad Request: sign-in is not set up for this address.\nUse the address the operator published.\n';
+
 /** Why the request needs a login; the reason of the resulting redirect or 401. */
 export type LoginReason = Extract<Reason, 'login_required' | 'session_expired' | 'session_invalid'>;
 
@@ -68,6 +71,9 @@ export async function startLogin(
   }
   const origin = RedirectGuard.origin(req);
   if (origin === undefined) return textReply(400, reason, 'Bad Request\n', { setCookies: clear, detail: 'request authority is not a plain host' });
+  if (!provider.allowsLoginOrigin(origin)) {
+    return textReply(400, reason, NOT_A_LOGIN_ORIGIN, { setCookies: clear, detail: `origin ${origin} is not one of providers[].loginOrigins` });
+  }
 
   const { state, nonce, codeVerifier, codeChallenge } = ctx.loginState.secrets();
   const { setCookies } = ctx.loginState.begin(cookies, {

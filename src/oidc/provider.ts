@@ -6,6 +6,8 @@ import type { Logger } from '../telemetry/logger.js';
 import type { CounterChild, Metrics } from '../telemetry/metrics.js';
 import { createIdpFetch, IdpUnreachableError, type IdpFetch } from '../http/idp-fetch.js';
 import { idpCallTracer } from '../telemetry/idp-span.js';
+import { LoginOrigins } from './login-origins.js';
+import { callsPlainHttp, checkIssuer, discoveryUrl, splitHorizonMetadata } from './endpoints.js';
 
 /** Discovery, token, refresh, userinfo and revocation calls, each a client span when tracing is on. */
 const traceOidcCall = idpCallTracer('oidc');
@@ -81,6 +83,7 @@ export class OidcProvider {
   private readonly backchannel = new Map<BackchannelOutcome, CounterChild>();
   private readonly logger: Logger;
   private readonly retry: RetryOptions;
+  private readonly loginOrigins: LoginOrigins | undefined;
 
   constructor(config: ProviderConfig, deps: OidcProviderDeps) {
     this.name = config.name;
@@ -89,6 +92,7 @@ export class OidcProvider {
     this.retry = deps.retry ?? DEFAULT_RETRY;
     const ca = config.caFile === undefined ? undefined : readFileSync(config.caFile, 'utf8');
     this.fetch = deps.fetch ?? createIdpFetch({ ca, trace: traceOidcCall });
+    this.loginOrigins = config.loginOrigins === undefined ? undefined : new LoginOrigins(config.loginOrigins);
     for (const event of PROVIDER_EVENTS) this.events.set(event, deps.metrics.providerEvents.child({ provider: config.name, event }));
     for (const outcome of BACKCHANNEL_OUTCOMES) this.backchannel.set(outcome, deps.metrics.backchannelLogouts.child({ provider: config.name, outcome }));
   }
@@ -100,6 +104,11 @@ export class OidcProvider {
 
   get issuer(): string {
     return this.config.issuer;
+  }
+
+  /** Whether a login may start on (and a redirect_uri be built for) `origin`; any origin when `loginOrigins` is unset. */
+  allowsLoginOrigin(origin: string): boolean {
+    return this.loginOrigins === undefined || this.loginOrigins.allows(origin);
   }
 
   ready(): boolean {
@@ -148,6 +157,11 @@ export class OidcProvider {
     }
   }
 
+  /**
+   * The openid-client Configuration of this provider: the discovery document (unless `skipDiscovery`), fetched from
+   * `endpoints.discovery` or the issuer, with the configured endpoints in place of the discovered ones (split horizon:
+   * see endpoints.ts). Built once per discovery, never per request.
+   */
   private async discover(): Promise<client.Configuration> {
     const c = this.config;
     const secret = c.clientSecret === undefined ? undefined : secretValue(c.clientSecret);
@@ -157,9 +171,22 @@ export class OidcProvider {
         : c.tokenEndpointAuthMethod === 'client_secret_post'
           ? client.ClientSecretPost(secret)
           : client.ClientSecretBasic(secret);
-    const insecure = new URL(c.issuer).protocol === 'http:';
-    const configuration = await client.discovery(
-      new URL(c.issuer),
+    let discovered: client.ServerMetadata | undefined;
+    if (!c.skipDiscovery) {
+      const from = discoveryUrl(c);
+      const document = await client.discovery(from, c.clientId, undefined, undefined, {
+        timeout: c.timeoutMs / 1000,
+        [client.customFetch]: this.fetch as never,
+        // Plain-http issuers exist inside clusters (Kubeflow's Dex); the URL in the config is the operator's choice.
+        execute: from.protocol === 'http:' ? [client.allowInsecureRequests] : [],
+      });
+      discovered = document.serverMetadata();
+      // openid-client compared the issuers itself when it built the well-known URL from the issuer.
+      if (c.endpoints.discovery !== undefined) checkIssuer(c, discovered);
+    }
+    const metadata = splitHorizonMetadata(c, discovered);
+    const configuration = new client.Configuration(
+      metadata,
       c.clientId,
       {
         ...(secret !== undefined ? { client_secret: secret } : {}),
@@ -167,18 +194,14 @@ export class OidcProvider {
         [client.clockTolerance]: c.clockToleranceSeconds,
       },
       auth,
-      {
-        timeout: c.timeoutMs / 1000,
-        [client.customFetch]: this.fetch as never,
-        // Plain-http issuers exist inside clusters (Kubeflow's Dex); the URL in the config is the operator's choice.
-        // Non-repudiation checks: openid-client otherwise trusts ID tokens from the token endpoint on the strength of
-        // TLS alone (OIDC Core 3.1.3.7 step 6 allows it). We verify every ID token signature against the issuer's
-        // JWKS, at login and at refresh: TLS may be absent (http issuers) or terminated by a proxy we do not control.
-        execute: insecure ? [client.allowInsecureRequests, client.enableNonRepudiationChecks] : [client.enableNonRepudiationChecks],
-      },
     );
     configuration.timeout = c.timeoutMs / 1000;
     configuration[client.customFetch] = this.fetch as never;
+    // Non-repudiation checks: openid-client otherwise trusts ID tokens from the token endpoint on the strength of
+    // TLS alone (OIDC Core 3.1.3.7 step 6 allows it). We verify every ID token signature against the issuer's
+    // JWKS, at login and at refresh: TLS may be absent (http issuers) or terminated by a proxy we do not control.
+    client.enableNonRepudiationChecks(configuration);
+    if (callsPlainHttp(metadata)) client.allowInsecureRequests(configuration);
     return configuration;
   }
 }

@@ -9,10 +9,12 @@ import { findTool } from './find-tool.js';
 
 /** A real Dex (the Go binary `bash scripts/install-tools.sh dex` builds) on loopback, for one test file. */
 export interface TestDex {
-  /** `http://127.0.0.1:<port>/dex` */
+  /** `http://127.0.0.1:<port>/dex`, or the `issuer` option. */
   readonly issuer: string;
-  /** `http://127.0.0.1:<port>` */
+  /** `http://<host>:<port>`, where Dex listens. */
   readonly origin: string;
+  /** Where Dex answers the issuer's path: `<origin><issuer path>`, the issuer itself unless `issuer` was given. */
+  readonly base: string;
   readonly port: number;
   readonly clientId: string;
   readonly clientSecret: string;
@@ -54,6 +56,13 @@ export interface DexOptions {
   idTokens?: string;
   /** More static clients (id, secret), e.g. one whose tokens carry another audience. */
   moreClients?: { id: string; secret: string }[];
+  /** Listen address (default 127.0.0.1), e.g. 127.0.0.2 to stand for an in-cluster Service address. */
+  host?: string;
+  /**
+   * Dex's `issuer` when it is not its listen URL, e.g. Kubeflow's `http://dex.auth.svc.cluster.local:5556/dex`: Dex
+   * routes on the issuer's path only, so it still answers on the listen address (`origin`), under that path.
+   */
+  issuer?: string;
 }
 
 /**
@@ -62,14 +71,16 @@ export interface DexOptions {
  */
 export async function startDex(binary: string, options: DexOptions): Promise<TestDex> {
   const port = await freePort();
-  const origin = `http://127.0.0.1:${port}`;
-  const issuer = `${origin}/dex`;
+  const host = options.host ?? '127.0.0.1';
+  const origin = `http://${host}:${port}`;
+  const issuer = options.issuer ?? `${origin}/dex`;
+  const base = `${origin}${new URL(issuer).pathname.replace(/\/$/, '')}`;
   const clientId = options.clientId ?? 'kubeflow-oidc-authservice';
   const clientSecret = options.clientSecret ?? 'pUBnBOY80SnXgjibTYM9ZWNzY2xreNGQok';
   const config = {
     issuer,
     storage: { type: 'memory' },
-    web: { http: `127.0.0.1:${port}` },
+    web: { http: `${host}:${port}` },
     logger: { level: 'debug', format: 'json' },
     // passwordConnector: the password grant (machine clients with a user's credentials) against the local DB.
     oauth2: { skipApprovalScreen: true, responseTypes: ['code'], passwordConnector: 'local' },
@@ -100,10 +111,10 @@ export async function startDex(binary: string, options: DexOptions): Promise<Tes
   while (discovery === undefined) {
     if (tool.exited() || Date.now() > deadline) {
       await close();
-      throw new Error(`dex did not serve ${issuer}/.well-known/openid-configuration (exit ${tool.child.exitCode ?? tool.child.signalCode}):\n${tool.logs()}`);
+      throw new Error(`dex did not serve ${base}/.well-known/openid-configuration (exit ${tool.child.exitCode ?? tool.child.signalCode}):\n${tool.logs()}`);
     }
     try {
-      const res = await fetch(`${issuer}/.well-known/openid-configuration`, { signal: AbortSignal.timeout(2000) });
+      const res = await fetch(`${base}/.well-known/openid-configuration`, { signal: AbortSignal.timeout(2000) });
       if (res.ok) discovery = (await res.json()) as Record<string, unknown>;
     } catch {
       // not listening yet
@@ -111,5 +122,5 @@ export async function startDex(binary: string, options: DexOptions): Promise<Tes
     if (discovery === undefined) await sleep(50);
   }
 
-  return { issuer, origin, port, clientId, clientSecret, discovery, logs: tool.logs, close };
+  return { issuer, origin, base, port, clientId, clientSecret, discovery, logs: tool.logs, close };
 }

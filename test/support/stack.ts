@@ -55,6 +55,8 @@ export interface StackOptions {
    * `envoyExtAuthzHttp` provider (the listener is enabled). Default `grpc`.
    */
   transport?: 'grpc' | 'http';
+  /** The gateways' upstream instead of the echo app, e.g. a router that also serves the IdP under /dex (Kubeflow). */
+  upstream?: string;
 }
 
 /** IdP + N product replicas (createApp) + N Envoy emulators + one echo upstream, all on loopback. */
@@ -201,7 +203,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
               statusOnError: Number(provider.statusOnError),
             }
           : {}),
-        upstream: stack.echo.url,
+        upstream: options.upstream ?? stack.echo.url,
         port: i === 0 ? gwPort : 0,
         ...(options.tls ? { tls: options.tls } : {}),
         ...(options.envoyVersion ? { envoyVersion: options.envoyVersion } : {}),
