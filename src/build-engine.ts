@@ -89,6 +89,7 @@ export function buildEngine(config: Config, deps: EngineDeps): Engine {
     },
     async close() {
       verifier.close();
+      tokenCache.close();
       await browser?.close();
       await store?.close();
     },

@@ -56,14 +56,30 @@ export class Gauge {
   constructor(
     readonly name: string,
     readonly help: string,
-    private readonly read: () => Array<{ labels: Labels; value: number }>,
+    readonly read: () => Array<{ labels: Labels; value: number }>,
   ) {}
+}
 
-  render(): string {
-    let out = `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} gauge\n`;
-    for (const { labels, value } of this.read()) out += `${this.name}${renderLabels(labels)} ${value}\n`;
-    return out;
+/**
+ * One HELP/TYPE header per name (the text format allows a family once), series in registration order, and a series
+ * registered again under the same labels (a new engine's cache during the old one's drain) shown once, newest value.
+ */
+function renderGauges(gauges: readonly Gauge[]): string {
+  const families = new Map<string, { help: string; series: Map<string, number> }>();
+  for (const g of gauges) {
+    let family = families.get(g.name);
+    if (family === undefined) {
+      family = { help: g.help, series: new Map() };
+      families.set(g.name, family);
+    }
+    for (const { labels, value } of g.read()) family.series.set(renderLabels(labels), value);
   }
+  let out = '';
+  for (const [name, { help, series }] of families) {
+    out += `# HELP ${name} ${help}\n# TYPE ${name} gauge\n`;
+    for (const [labels, value] of series) out += `${name}${labels} ${value}\n`;
+  }
+  return out;
 }
 
 /** A histogram with fixed buckets (seconds). `observe` is a short linear scan over a few buckets. */
@@ -113,17 +129,26 @@ export class Metrics {
   readonly jwksFetches = new Counter('oidc_ext_authz_jwks_fetches_total', 'JWKS fetches by issuer and outcome.');
   readonly providerEvents = new Counter('oidc_ext_authz_oidc_events_total', 'OIDC login, callback, refresh and logout events.');
   readonly backchannelLogouts = new Counter('oidc_ext_authz_backchannel_logouts_total', 'Back-channel logout tokens by outcome (matched, no_session, listed, invalid, unavailable).');
+  readonly configReloads = new Counter('oidc_ext_authz_config_reloads_total', 'Config reloads by outcome (success, unchanged, invalid, restart_required, error).');
   private readonly gauges: Gauge[] = [];
 
-  /** Registers a scrape-time gauge. */
-  gauge(name: string, help: string, read: () => Array<{ labels: Labels; value: number }>): void {
-    this.gauges.push(new Gauge(name, help, read));
+  /**
+   * Registers a scrape-time gauge; the returned function unregisters it (a reload replaces the engine that owns it).
+   * Gauges of one name render as one family; a later registration's series replaces an earlier one with the same labels.
+   */
+  gauge(name: string, help: string, read: () => Array<{ labels: Labels; value: number }>): () => void {
+    const gauge = new Gauge(name, help, read);
+    this.gauges.push(gauge);
+    return () => {
+      const i = this.gauges.indexOf(gauge);
+      if (i !== -1) this.gauges.splice(i, 1);
+    };
   }
 
   /** Prometheus text exposition format 0.0.4. */
   render(): string {
-    return [this.checkDuration, this.decisions, this.cache, this.jwksFetches, this.providerEvents, this.backchannelLogouts, ...this.gauges]
+    return [this.checkDuration, this.decisions, this.cache, this.jwksFetches, this.providerEvents, this.backchannelLogouts, this.configReloads]
       .map((m) => m.render())
-      .join('');
+      .join('') + renderGauges(this.gauges);
   }
 }
