@@ -1,9 +1,12 @@
 import type { Config } from './config/schema.js';
 import { buildEngine } from './build-engine.js';
 import { EngineSlot } from './check/engine.js';
+import type { ConfigEnvironment } from './config/load.js';
+import { ConfigReloader, type ReloadOutcome, type ReloadTrigger } from './config-reload.js';
 import { AdminServer, type ReadinessCheck } from './server/admin.js';
 import { GrpcServer } from './server/grpc.js';
 import { HealthService } from './server/health.js';
+import { RedisPool } from './session/redis-pool.js';
 import { createLogger, type Logger } from './telemetry/logger.js';
 import { Metrics } from './telemetry/metrics.js';
 
@@ -12,6 +15,16 @@ export interface AppDeps {
   logger?: Logger;
   /** Epoch milliseconds. */
   now?: () => number;
+  /**
+   * Hot reload (src/config-reload.ts): the file `config` was loaded from, watched from `start()` on. Without it the
+   * config never changes.
+   */
+  reload?: {
+    path: string;
+    environment?: ConfigEnvironment;
+    watch?: { debounceMs?: number; pollMs?: number } | false;
+    startTimeoutMs?: number;
+  };
 }
 
 /** A running service: ports, readiness, and an orderly stop. */
@@ -26,6 +39,8 @@ export interface App {
   grpcPort: number;
   adminPort: number;
   ready(): boolean;
+  /** Reads the config file again and swaps it in if it is valid (SIGHUP); 'error' without `deps.reload`. */
+  reload(trigger?: ReloadTrigger): Promise<ReloadOutcome>;
   start(): Promise<void>;
   /** SIGTERM path: NOT_SERVING first, optional delay, drain in-flight checks, close. */
   stop(): Promise<void>;
@@ -40,10 +55,13 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
   const now = deps.now ?? Date.now;
   const logger = deps.logger ?? createLogger(config.log.level);
   const metrics = new Metrics();
-  const slot = new EngineSlot(buildEngine(config, { metrics, logger, now }));
+  const redis = new RedisPool();
+  const build = (next: Config) => buildEngine(next, { metrics, logger, now, redis });
+  const slot = new EngineSlot(build(config));
+  const reloader = deps.reload && new ConfigReloader({ ...deps.reload, slot, build, metrics, logger, now });
 
   // Looked up per probe, not per check: a reload may add or remove the browser flow and its checks.
-  const readiness = (): readonly ReadinessCheck[] => slot.current.readiness;
+  const readiness = (): readonly ReadinessCheck[] => (reloader ? [...slot.current.readiness, reloader.readiness] : slot.current.readiness);
   const allReady = () => readiness().every((r) => r.ready());
   const health = new HealthService(allReady);
   const grpcServer = new GrpcServer({
@@ -66,20 +84,25 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
     grpcPort: 0,
     adminPort: 0,
     ready: allReady,
+    reload: (trigger = 'api') => (reloader ? reloader.reload(trigger) : Promise.resolve('error')),
     async start() {
       // Key sets and discovery are fetched in the background: an IdP that is down must not stop the server.
       void slot.current.start();
       app.adminPort = await admin.start();
       app.grpcPort = await grpcServer.start();
       logger.info({ grpcPort: app.grpcPort, adminPort: app.adminPort, issuers: config.issuers.length, providers: config.providers.length }, 'listening');
+      await reloader?.start();
     },
     async stop() {
+      reloader?.close();
       health.setDraining();
       admin.setDraining();
-      const delay = config.server.shutdownDelaySeconds * 1000;
+      // The shutdown timings reload; the listeners do not (see RESTART_ONLY in src/config-reload.ts).
+      const { shutdownDelaySeconds, shutdownGraceSeconds } = slot.current.config.server;
+      const delay = shutdownDelaySeconds * 1000;
       if (delay > 0) await new Promise((r) => setTimeout(r, delay));
       logger.info({ inFlight: grpcServer.inFlight }, 'draining');
-      await grpcServer.drain(config.server.shutdownGraceSeconds * 1000);
+      await grpcServer.drain(shutdownGraceSeconds * 1000);
       health.close();
       await slot.current.close();
       await admin.close();
