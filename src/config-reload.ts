@@ -138,9 +138,11 @@ export class ConfigReloader {
       return this.refuse(trigger, err instanceof ConfigError ? 'invalid' : 'error', problemsOf(err));
     }
     const previous = this.current;
-    if (previous === undefined && trigger === 'start' && sameConfig(loaded.config, this.d.slot.current.config)) {
+    if (previous === undefined && sameConfig(loaded.config, this.d.slot.current.config)) {
+      // The first read of the file the server started with: nothing to swap, only the files to watch are new.
       this.adopt(loaded);
-      return 'unchanged';
+      this.watcher?.setFiles(loaded.files);
+      return trigger === 'start' ? 'unchanged' : this.record(trigger, 'unchanged');
     }
     this.watcher?.setFiles([...new Set([...loaded.files, ...(previous?.files ?? [])])]);
     if (previous !== undefined && loaded.digest === previous.digest) return this.record(trigger, 'unchanged');

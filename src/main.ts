@@ -34,6 +34,8 @@ export async function serve(config: Config, path?: string): Promise<App | undefi
   }
 
   const app = createApp(config, path === undefined ? {} : { reload: { path } });
+  // Before start: without a handler a SIGHUP that arrives while starting would end the process.
+  process.on('SIGHUP', () => void app.reload('signal'));
   await app.start();
   let stopping = false;
   const stop = (signal: string) => {
@@ -52,7 +54,5 @@ export async function serve(config: Config, path?: string): Promise<App | undefi
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  // Without a handler SIGHUP would end the process; with one it is the operator's "reload now".
-  process.on('SIGHUP', () => void app.reload('signal'));
   return app;
 }
