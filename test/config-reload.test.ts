@@ -253,13 +253,13 @@ describe('config hot reload', () => {
       const target = records.length + n;
       await until(() => records.length >= target || failures.length > 0, 30_000);
     };
-    await settle(500);
+    await settle(600);
     for (let i = 1; i < VERSIONS.length; i++) {
       writing = i;
       project(r, i);
       await until(() => versionOf(r.app.config) === i, 15_000);
       confirmed = i;
-      await settle(500);
+      await settle(600);
     }
     done = true;
     await Promise.all(workers);
