@@ -355,13 +355,17 @@ describe('a reload that cannot apply', () => {
 
 describe('the swap', () => {
   it('lets a check that started on the old config finish on it, and closes the old engine after it', async () => {
-    const r = await startOn('inflight', VERSIONS[0]!);
     const issuer = issuers[0]!;
+    // The held refetch must outlast a reload on a busy machine: no fetch timeout gets in the way.
+    const r = await startOn('inflight', VERSIONS[0]!, {
+      issuers: [{ name: 'iss1', issuer: issuer.issuer, jwksUri: issuer.jwksUri, audiences: ['kubeflow'], jwks: { cooldownSeconds: 0, timeoutMs: 60_000 } }],
+    });
     // A key the running engine has not seen: the check waits on a (slow) JWKS refetch, so it is in flight on v1.
     const key = await issuer.addKey();
     const token = await issuer.sign({ aud: 'kubeflow', email: 'late@example.com' }, { key });
     const before = issuer.jwksRequests;
-    issuer.delayMs = 800;
+    let release = () => {};
+    issuer.gate = new Promise<void>((resolve) => (release = resolve));
     try {
       const pending = r.client.check({ host: 'app.example.com', path: '/v1/page', headers: { authorization: `Bearer ${token}` } });
       await until(() => issuer.jwksRequests > before, 5_000);
@@ -371,10 +375,12 @@ describe('the swap', () => {
       expect(r.app.engine.retiredInFlight).toBe(1);
       // v2 refuses /v1/ (403); the check that started on v1 is still answered by v1.
       expect(observed(await r.client.check(request({ kind: 'bearer', credential: 1, route: 1 })))).toBe('403');
+      release();
       expect(observed(await pending)).toBe('allow late@example.com');
       expect(r.app.engine.retiredInFlight).toBe(0);
     } finally {
-      issuer.delayMs = 0;
+      release();
+      issuer.gate = undefined;
     }
   }, 30_000);
 });
