@@ -410,21 +410,57 @@ if command -v flock >/dev/null; then
   flock 9
 fi
 
-if [ -n "${WANT[apt]:-}" ]; then install_apt; fi
-if [ -n "${WANT[keycloak]:-}" ]; then install_keycloak; fi
+# Three lanes run side by side, because a cold install is mostly waiting on the
+# network (apt, Maven, the Go module proxy) while the other lanes compile:
+#   1. apt, then Keycloak (a download, then one JVM boot);
+#   2. the Kubernetes-family Go tools (they share apimachinery, etcd's client, grpc);
+#   3. the other Go tools, in GO_TOOLS order (they share grpc, otel, prometheus).
+# Each lane is a subshell: it reports FAILED/SKIPPED through a file, and its
+# tools' own logs stay in $LOGS. The Go build cache is safe to share.
+GO_LANE_K8S=" etcd kube-apiserver helm kustomize "
+LANES="$(mktemp -d "${TMPDIR:-/tmp}/install-tools-lanes.XXXXXX")"
+lane_end() { # name: record this lane's outcome for the parent
+  printf '%s\n' "${FAILED[@]}" >"$LANES/$1.failed"
+  printf '%s\n' "${SKIPPED[@]}" >"$LANES/$1.skipped"
+}
+lane_tools() { # k8s|other: prints the wanted Go tools of that lane
+  local t
+  for t in "${GO_TOOLS[@]}"; do
+    [ -n "${WANT[$t]:-}" ] || continue
+    if [[ "$GO_LANE_K8S" == *" $t "* ]]; then [ "$1" = k8s ] && echo "$t"; else [ "$1" = other ] && echo "$t"; fi
+  done
+  return 0
+}
+
+(
+  if [ -n "${WANT[apt]:-}" ]; then install_apt; fi
+  if [ -n "${WANT[keycloak]:-}" ]; then install_keycloak; fi
+  lane_end system
+) &
+PIDS=($!)
 
 need_go=0
 for t in "${GO_TOOLS[@]}"; do if [ -n "${WANT[$t]:-}" ]; then need_go=1; fi; done
 if [ $need_go = 1 ]; then
   if setup_go_env; then
-    # Sequential on purpose: each build already uses both cores (-p 2).
-    for t in "${GO_TOOLS[@]}"; do
-      if [ -n "${WANT[$t]:-}" ]; then build_go_tool "$t"; fi
+    for lane in k8s other; do
+      (
+        for t in $(lane_tools "$lane"); do build_go_tool "$t"; done
+        lane_end "$lane"
+      ) &
+      PIDS+=($!)
     done
-    find "$CACHE/tmp" -mindepth 1 -maxdepth 1 -mmin +60 -exec rm -rf {} + 2>/dev/null || true
   else
     FAILED+=(go)
   fi
+fi
+
+for pid in "${PIDS[@]}"; do wait "$pid" || FAILED+=("lane-$pid"); done
+for f in "$LANES"/*.failed; do [ -f "$f" ] && while read -r x; do [ -n "$x" ] && FAILED+=("$x"); done <"$f"; done
+for f in "$LANES"/*.skipped; do [ -f "$f" ] && while read -r x; do [ -n "$x" ] && SKIPPED+=("$x"); done <"$f"; done
+rm -rf "$LANES"
+if [ $need_go = 1 ]; then
+  find "$CACHE/tmp" -mindepth 1 -maxdepth 1 -mmin +60 -exec rm -rf {} + 2>/dev/null || true
 fi
 
 echo "install-tools: done in $((SECONDS - T_START))s${SKIPPED[*]:+; skipped: ${SKIPPED[*]}}"

@@ -6,6 +6,7 @@ import { ConfigReloader, type ReloadOutcome, type ReloadTrigger } from './config
 import { AdminServer, type ReadinessCheck } from './server/admin.js';
 import { GrpcServer } from './server/grpc.js';
 import { HealthService } from './server/health.js';
+import { HttpAuthzServer } from './server/http-authz.js';
 import { RedisPool } from './session/redis-pool.js';
 import { createLogger, type Logger } from './telemetry/logger.js';
 import { Metrics } from './telemetry/metrics.js';
@@ -38,6 +39,8 @@ export interface App {
   /** Bound ports (useful with port 0). */
   grpcPort: number;
   adminPort: number;
+  /** The HTTP authorization listener's port; 0 when `server.http` is off. */
+  httpPort: number;
   ready(): boolean;
   /** Reads the config file again and swaps it in if it is valid (SIGHUP); 'error' without `deps.reload`. */
   reload(trigger?: ReloadTrigger): Promise<ReloadOutcome>;
@@ -64,6 +67,9 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
   const readiness = (): readonly ReadinessCheck[] => (reloader ? [...slot.current.readiness, reloader.readiness] : slot.current.readiness);
   const allReady = () => readiness().every((r) => r.ready());
   const health = new HealthService(allReady);
+  // Listener settings need a restart (a reload refuses to change them): the listener is built from the first config.
+  const http = config.server.http;
+  const httpServer = http.enabled ? new HttpAuthzServer({ ...http, wrapper: slot.wrapper, logger }) : undefined;
   const grpcServer = new GrpcServer({
     host: config.server.grpc.host,
     port: config.server.grpc.port,
@@ -83,6 +89,7 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
     engine: slot,
     grpcPort: 0,
     adminPort: 0,
+    httpPort: 0,
     ready: allReady,
     reload: (trigger = 'api') => (reloader ? reloader.reload(trigger) : Promise.resolve('error')),
     async start() {
@@ -90,7 +97,8 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
       void slot.current.start();
       app.adminPort = await admin.start();
       app.grpcPort = await grpcServer.start();
-      logger.info({ grpcPort: app.grpcPort, adminPort: app.adminPort, issuers: config.issuers.length, providers: config.providers.length }, 'listening');
+      app.httpPort = (await httpServer?.start()) ?? 0;
+      logger.info({ grpcPort: app.grpcPort, adminPort: app.adminPort, ...(httpServer ? { httpPort: app.httpPort } : {}), issuers: config.issuers.length, providers: config.providers.length }, 'listening');
       await reloader?.start();
     },
     async stop() {
@@ -101,8 +109,9 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
       const { shutdownDelaySeconds, shutdownGraceSeconds } = slot.current.config.server;
       const delay = shutdownDelaySeconds * 1000;
       if (delay > 0) await new Promise((r) => setTimeout(r, delay));
-      logger.info({ inFlight: grpcServer.inFlight }, 'draining');
-      await grpcServer.drain(shutdownGraceSeconds * 1000);
+      logger.info({ inFlight: grpcServer.inFlight + (httpServer?.inFlight ?? 0) }, 'draining');
+      const grace = shutdownGraceSeconds * 1000;
+      await Promise.all([grpcServer.drain(grace), httpServer?.drain(grace)]);
       health.close();
       await slot.current.close();
       await admin.close();

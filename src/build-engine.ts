@@ -3,7 +3,7 @@ import { decodeKey, secretValue } from './config/load.js';
 import { DecisionCache } from './check/cache.js';
 import { Decider, type BearerEntry } from './check/decide.js';
 import type { Engine, EngineReadiness } from './check/engine.js';
-import { createCheckHandler } from './check/handle-check.js';
+import { createDecisionWrapper, encodeGrpcDecision } from './check/handle-check.js';
 import { RouteTable } from './check/routes.js';
 import { IdentityHeaders } from './identity/headers.js';
 import { OidcBrowserFlow } from './oidc/flow.js';
@@ -39,6 +39,7 @@ export function buildEngine(config: Config, deps: EngineDeps): Engine {
   const verifier = new BearerVerifier(config.issuers, {
     now: () => now() / 1000,
     onFetch: (issuer: string, outcome: 'ok' | 'error') => jwksFetches.child({ issuer, outcome }).inc(),
+    onReview: (issuer, outcome) => metrics.tokenReviews.child({ issuer, outcome }).inc(),
     logger,
     loginClients: config.providers,
   });
@@ -65,7 +66,9 @@ export function buildEngine(config: Config, deps: EngineDeps): Engine {
   }
 
   const decider = new Decider({ config, routes, headers: identityHeaders, verifier, tokenCache, browser, now });
-  const check = createCheckHandler(decider, metrics, logger, config.decision.errorStatus, config.log.denyLinesPerSecond);
+  // One wrapper per engine for every transport: the same counters, log limits and fail-closed answers.
+  const wrapper = createDecisionWrapper(decider, metrics, logger, { errorStatus: config.decision.errorStatus, replyLinesPerSecond: config.log.denyLinesPerSecond });
+  const check = wrapper.forTransport(encodeGrpcDecision);
   // `started`: every issuer's and provider's first fetch has been tried (whatever its outcome), so a new replica is
   // not sent traffic while its keys are still on the way. The others name what an outage has taken away.
   let started = false;
@@ -85,6 +88,7 @@ export function buildEngine(config: Config, deps: EngineDeps): Engine {
   return {
     config,
     check,
+    wrapper,
     decide: (input) => decider.decide(input),
     readiness,
     backchannelLogout: flow ? (provider, body) => flow.backchannelLogout(provider, body) : undefined,

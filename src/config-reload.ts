@@ -42,7 +42,7 @@ interface Loaded {
   digest: string;
   /** Hash of the config with secret values left out: safe to publish in a metric label. */
   hash: string;
-  /** Content hashes of the gRPC TLS pair (its listener binds once). */
+  /** Content hashes of the listeners' TLS pairs (each listener binds once). */
   tls: string;
   files: string[];
 }
@@ -52,7 +52,7 @@ interface Loaded {
  * refused whole (outcome restart_required) rather than applied in part: the running config stays exactly one
  * validated version of the file, the one /readyz and the hash metric name.
  */
-const RESTART_ONLY = ['server.grpc.host', 'server.grpc.port', 'server.grpc.tls', 'server.grpc.workers', 'server.admin.host', 'server.admin.port'] as const;
+const RESTART_ONLY = ['server.grpc.host', 'server.grpc.port', 'server.grpc.tls', 'server.grpc.workers', 'server.admin.host', 'server.admin.port', 'server.http'] as const;
 
 /**
  * Config hot reload: reads the file again (on a watched change, SIGHUP or `reload()`), runs the one validation
@@ -211,17 +211,17 @@ export class ConfigReloader {
     // rebuild the engine (and drop its caches) every hour.
     const perFetch = new Set(config.issuers.flatMap((i) => [i.caFile, i.tokenFile]).filter((f): f is string => f !== undefined));
     for (const p of config.providers) if (p.caFile !== undefined) perFetch.delete(p.caFile);
-    const tls = config.server.grpc.tls;
-    if (tls !== undefined) {
-      perFetch.delete(tls.certFile);
-      perFetch.delete(tls.keyFile);
+    const pairs = [config.server.grpc.tls, config.server.http.enabled ? config.server.http.tls : undefined].filter((t) => t !== undefined);
+    for (const pair of pairs) {
+      perFetch.delete(pair.certFile);
+      perFetch.delete(pair.keyFile);
     }
     const kept = [...reads].filter(([path]) => !perFetch.has(path)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     return {
       config,
       digest: hash('sha256', JSON.stringify(kept), 'hex'),
       hash: hash('sha256', JSON.stringify(config, withoutSecrets), 'hex').slice(0, 16),
-      tls: tls === undefined ? '' : `${reads.get(tls.certFile)}:${reads.get(tls.keyFile)}`,
+      tls: pairs.map((pair) => `${reads.get(pair.certFile)}:${reads.get(pair.keyFile)}`).join(','),
       files: kept.map(([path]) => path),
     };
   }
@@ -230,7 +230,9 @@ export class ConfigReloader {
 /** Dotted paths of the listener settings that differ, and the TLS pair when its files' content changed. */
 function restartChanges(running: Config, next: Loaded, previous: Loaded | undefined): string[] {
   const changed: string[] = RESTART_ONLY.filter((path) => JSON.stringify(at(running, path)) !== JSON.stringify(at(next.config, path)));
-  if (previous !== undefined && previous.tls !== next.tls && !changed.includes('server.grpc.tls')) changed.push('server.grpc.tls');
+  if (previous !== undefined && previous.tls !== next.tls && !changed.some((p) => p === 'server.grpc.tls' || p === 'server.http')) {
+    changed.push('TLS certificate or key file content');
+  }
   return changed;
 }
 

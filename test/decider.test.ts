@@ -3,7 +3,7 @@ import { DecisionCache } from '../src/check/cache.js';
 import { Decider, type BearerEntry } from '../src/check/decide.js';
 import { RouteTable } from '../src/check/routes.js';
 import { TCP_CHECK, type CheckInput, type HttpRequestView } from '../src/check/types.js';
-import { encodeCheckResponse } from '../src/check/wire/check-codec.js';
+import { encodeDecisionResponse } from '../src/check/wire/check-codec.js';
 import { decodeCheckResponse, type DecodedCheckResponse } from '../src/check/wire/client-codec.js';
 import { parseConfig } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
@@ -71,7 +71,7 @@ function http(path: string, headers: Record<string, string> = {}): CheckInput {
 
 /** The decision as Envoy would read it off the wire. */
 function wire(decision: Decision): DecodedCheckResponse {
-  return decodeCheckResponse(Buffer.isBuffer(decision.response) ? decision.response : encodeCheckResponse(decision.response));
+  return decodeCheckResponse(encodeDecisionResponse(decision.response));
 }
 
 const upstream = (d: DecodedCheckResponse, key: string) => d.ok?.headers.find((h) => h.key === key)?.value;
@@ -146,9 +146,10 @@ describe('Decider', () => {
     expect(misses()).toBe(1);
     const again = await decider.decide(input);
     expect(misses()).toBe(1);
-    // Nothing to add for this request: the very bytes the cache holds.
-    expect(Buffer.isBuffer(again.response)).toBe(true);
+    // Nothing to add for this request: the very allow the cache holds, whose gRPC encoding is the cached bytes.
+    expect(again.response.kind).toBe('prepared');
     for (const d of first) expect(d.response).toBe(again.response);
+    expect(encodeDecisionResponse(again.response)).toBe(encodeDecisionResponse(first[0]!.response));
   });
 
   it('stops serving a cached token at its exp: the next check verifies again and answers bearer_expired', async () => {

@@ -108,12 +108,14 @@ describe('docs', () => {
     // Only what a key must have: every default below is the schema's.
     const config = parseConfig(
       {
-        issuers: [{ name: 'i', issuer: 'https://i.example', audiences: ['a'] }],
+        issuers: [{ name: 'i', issuer: 'https://i.example', audiences: ['a'], tokenReview: {} }],
         providers: [{ name: 'p', issuer: 'https://p.example', clientId: 'c', clientSecret: 's' }],
         session: { keys: [KEY], redis: { url: 'redis://127.0.0.1:6379' } },
         routes: [{}],
       },
       'security defaults',
+      // tokenReview's defaults name the pod's in-cluster files, which this machine does not have.
+      { env: process.env, readFile: () => KEY },
     );
     for (const row of rows) {
       if (row.key === undefined) continue;

@@ -1,16 +1,16 @@
 import type { Identity } from '../identity/types.js';
 import type { StrippedCookies } from '../session/cookies.js';
-import type { Decision, HeaderOption } from '../decision/types.js';
+import type { Decision, HeaderOption, SharedAllow } from '../decision/types.js';
 import type { CompiledRoute } from './routes.js';
 import type { HttpRequestView } from './types.js';
-import type { AllowParts } from './wire/check-codec.js';
 
 /**
- * Per-session scratch owned by the session cache entry: the Decider keeps the session's encoded allow here, so a
- * cached session costs what a cached bearer token costs (no header building or encoding per request).
+ * Per-session scratch owned by the session cache entry: the Decider keeps the session's shared allow here (with each
+ * transport's encoding memoized on it), so a cached session costs what a cached bearer token costs (no header
+ * building or encoding per request).
  */
 export interface AllowMemo {
-  allow?: { parts: AllowParts; setNames: ReadonlySet<string> };
+  allow?: SharedAllow;
 }
 
 /** What the browser (cookie session) flow says about a request that has no bearer token. */

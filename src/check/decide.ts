@@ -1,7 +1,8 @@
 import type { Config } from '../config/schema.js';
 import { forbidden, textReply, unauthorized, unavailable } from '../decision/local-reply.js';
-import type { Reason } from '../decision/reasons.js';
-import type { Decision, HeaderOption } from '../decision/types.js';
+import { INFRASTRUCTURE_REASONS, type Reason } from '../decision/reasons.js';
+import { prepareAllow, shareAllow } from '../decision/shared-allow.js';
+import type { Decision, HeaderOption, PreparedAllow, SharedAllow } from '../decision/types.js';
 import type { IdentityHeaders } from '../identity/headers.js';
 import type { Identity } from '../identity/types.js';
 import type { StrippedCookies } from '../session/cookies.js';
@@ -10,12 +11,12 @@ import type { BrowserFlow } from './browser.js';
 import { DecisionCache, ENTRY_OVERHEAD_BYTES, identityBytes, type Cacheable } from './cache.js';
 import { isAuthorized, type CompiledRoute, type RouteTable } from './routes.js';
 import type { CheckInput, HttpRequestView } from './types.js';
-import { encodeAllowParts, joinAllow, type AllowParts } from './wire/check-codec.js';
+import { grpcAllowParts } from './wire/check-codec.js';
 
-/** A verified bearer token as the cache keeps it: identity plus the pre-encoded allow response. */
+/** A verified bearer token as the cache keeps it: identity plus the shared allow (its gRPC bytes encoded at once). */
 export type BearerEntry = Cacheable &
   (
-    | { ok: true; identity: Identity; issuer: string; parts: AllowParts; setNames: ReadonlySet<string> }
+    | { ok: true; identity: Identity; issuer: string; allow: SharedAllow }
     | { ok: false; reason: Reason; detail: string }
   );
 
@@ -46,8 +47,8 @@ export class Decider {
   /** Bytes that are not a CheckRequest: a 400 of its own, never `decision.tcp` (which may allow). */
   private readonly malformed = textReply(400, 'request_malformed', 'Bad Request\n');
   private readonly forwardIdToken: boolean;
-  /** The allow of public routes and CORS preflights, encoded once: no identity headers. */
-  private readonly noIdentity = encodeAllowParts({ kind: 'allow', headers: [], headersToRemove: [], responseHeaders: [] });
+  /** The allow of public routes and CORS preflights, built once: no identity headers. */
+  private readonly noIdentity = shareAllow({ kind: 'allow', headers: [], headersToRemove: [], responseHeaders: [] }, undefined);
 
   constructor(deps: DeciderDeps) {
     this.d = deps;
@@ -99,58 +100,58 @@ export class Decider {
       if (outcome.kind === 'decision') return outcome.decision;
       const { identity } = outcome;
       if (!isAuthorized(route, identity.email, identity.groups)) return forbidden('forbidden_user');
-      // Built and encoded once per cached session entry; per request only the cookie rewrite and spoofed names.
+      // Built once per cached session entry (each transport encodes it once); per request only the cookie rewrite
+      // and spoofed names.
       let cached = outcome.memo.allow;
       if (cached === undefined) {
         const allow = this.d.headers.allow(identity, {
           ...(this.forwardIdToken && outcome.idToken ? { bearer: outcome.idToken } : {}),
           removeAuthorization: this.removeAuthorization,
         });
-        cached = { parts: encodeAllowParts(allow), setNames: this.d.headers.setNames(allow) };
+        cached = shareAllow(allow, this.d.headers.setNames(allow));
         outcome.memo.allow = cached;
       }
       const cookie = { changed: req.headers.cookie !== undefined, value: outcome.upstreamCookie };
-      return { reason: outcome.reason, response: this.allowFor(cached.parts, cached.setNames, req, cookie, outcome.responseHeaders) };
+      return { reason: outcome.reason, response: this.allowFor(cached, req, cookie, outcome.responseHeaders) };
     }
     return unauthorized('no_credentials');
   }
 
   /** Allow without identity: still strip spoofed identity headers and our own cookies. */
   private anonymous(req: HttpRequestView, reason: Reason): Decision {
-    return { reason, response: this.allowFor(this.noIdentity, undefined, req, this.d.browser?.stripCookies(req.headers.cookie)) };
+    return { reason, response: this.allowFor(this.noIdentity, req, this.d.browser?.stripCookies(req.headers.cookie)) };
   }
 
   /**
-   * A pre-encoded allow completed for this request: client-sent identity headers that `setNames` does not overwrite
+   * A shared allow completed for this request: client-sent identity headers that it does not overwrite
    * are removed and, when our cookies were in the Cookie header (`cookie.changed`), the header is rewritten without
    * them, or removed when nothing is left. The one place that edits the upstream request beyond the identity.
    */
   private allowFor(
-    parts: AllowParts,
-    setNames: ReadonlySet<string> | undefined,
+    shared: SharedAllow,
     req: HttpRequestView,
     cookie: StrippedCookies | undefined,
     responseHeaders: readonly HeaderOption[] = NO_HEADERS,
-  ): Buffer {
-    let remove = this.d.headers.spoofed(req.headers, setNames);
+  ): PreparedAllow {
+    let remove = this.d.headers.spoofed(req.headers, shared.setNames);
     let upstream = NO_HEADERS;
     if (cookie?.changed) {
       if (cookie.value === undefined) remove = [...remove, 'cookie'];
       else upstream = [{ key: 'cookie', value: cookie.value, append: false }];
     }
-    return joinAllow(parts, remove, responseHeaders, upstream);
+    return prepareAllow(shared, remove, responseHeaders, upstream);
   }
 
   private async bearer(req: HttpRequestView, route: CompiledRoute, token: string): Promise<Decision> {
     const key = DecisionCache.key(token);
     const entry = await this.d.tokenCache.getOrLoad(key, () => this.verify(token));
     if (!entry.ok) {
-      if (entry.reason === 'jwks_unavailable') return unavailable(entry.reason, this.errorStatus);
+      if (INFRASTRUCTURE_REASONS.has(entry.reason)) return { ...unavailable(entry.reason, this.errorStatus), detail: entry.detail };
       return { ...unauthorized(entry.reason, 'invalid_token'), detail: entry.detail };
     }
     if (route.issuers !== undefined && !route.issuers.has(entry.issuer)) return unauthorized('bearer_unknown_issuer', 'invalid_token');
     if (!isAuthorized(route, entry.identity.email, entry.identity.groups)) return forbidden('forbidden_user');
-    return { reason: 'bearer_valid', response: this.allowFor(entry.parts, entry.setNames, req, this.d.browser?.stripCookies(req.headers.cookie)) };
+    return { reason: 'bearer_valid', response: this.allowFor(entry.allow, req, this.d.browser?.stripCookies(req.headers.cookie)) };
   }
 
   /** Verifies once per distinct token; the result (good or bad) is what the cache holds. */
@@ -158,19 +159,21 @@ export class Decider {
     const outcome = await this.d.verifier.verify(token);
     const now = this.d.now();
     if (!outcome.ok) {
-      // Key-set outages must not be remembered: the next request should try again.
-      const ttl = outcome.reason === 'jwks_unavailable' ? 0 : this.negativeTtlMs;
+      // Outages (key set, TokenReview) must not be remembered: the next request should try again.
+      const ttl = INFRASTRUCTURE_REASONS.has(outcome.reason) ? 0 : this.negativeTtlMs;
       return { ok: false, reason: outcome.reason, detail: outcome.detail, expiresAt: now + ttl, size: 64 + outcome.detail.length * 2 };
     }
     // With forwardAuthorization the client's header passes untouched, so the token never enters the cached bytes.
     const allow = this.d.headers.allow(outcome.identity, { removeAuthorization: this.removeAuthorization });
-    const parts = encodeAllowParts(allow);
+    const shared = shareAllow(allow, this.d.headers.setNames(allow));
+    // gRPC bytes now, so the entry's size counts them. The HTTP listener's memo (an array of references to the same
+    // strings, about 150 B) is not counted: an entry both transports answer costs that much more than counted.
+    const parts = grpcAllowParts(shared);
     return {
       ok: true,
       identity: outcome.identity,
       issuer: outcome.issuer,
-      parts,
-      setNames: this.d.headers.setNames(allow),
+      allow: shared,
       expiresAt: outcome.expiresAt * 1000,
       size: parts.size + identityBytes(outcome.identity) + ENTRY_OVERHEAD_BYTES,
     };

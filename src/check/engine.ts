@@ -1,5 +1,6 @@
 import type { Config } from '../config/schema.js';
 import type { Decision } from '../decision/types.js';
+import type { DecisionEncoder, DecisionWrapper, TransportHandler } from './handle-check.js';
 import type { CheckInput } from './types.js';
 
 /** One readiness input of an engine: a name for /readyz, whether it is ready, and a secret-free detail. */
@@ -27,6 +28,8 @@ export interface Engine {
   readonly config: Config;
   /** Decides one Check and encodes the gRPC CheckResponse; counts and logs it; never rejects (faults are a deny). */
   check(input: CheckInput): Promise<Buffer>;
+  /** The wrapper every transport encodes its answers through (metrics, log limits, fail-closed). */
+  readonly wrapper: DecisionWrapper;
   /** The bare decision ladder (no metrics, no log line), for a transport that encodes the answer itself. */
   decide(input: CheckInput): Promise<Decision>;
   /** What /readyz reports for this engine, in order. */
@@ -70,6 +73,28 @@ export class EngineSlot {
     this.enter(engine);
     return engine.decide(input).finally(() => this.leave(engine));
   }
+
+  /**
+   * A wrapper with the shape of one engine's, for transports built once at start (the HTTP listener): each handler it
+   * gives runs on the current engine, through that engine's own wrapper (one handler per engine and encoder, made on
+   * its first check), and keeps the engine open until the answer is written.
+   */
+  readonly wrapper: DecisionWrapper = {
+    forTransport: <Out>(encode: DecisionEncoder<Out>): TransportHandler<Out> => {
+      const handlers = new WeakMap<Engine, TransportHandler<Out>>();
+      return (input: CheckInput): Promise<Out> => {
+        const engine = this.engine;
+        let handler = handlers.get(engine);
+        if (handler === undefined) {
+          handler = engine.wrapper.forTransport(encode);
+          handlers.set(engine, handler);
+        }
+        this.enter(engine);
+        return handler(input).finally(() => this.leave(engine));
+      };
+    },
+    refused: <Out>(encode: DecisionEncoder<Out>, decision: Decision, input: CheckInput): Out => this.engine.wrapper.refused(encode, decision, input),
+  };
 
   /** Checks running on the engine that is not current any more (0 once replaced engines are drained). */
   get retiredInFlight(): number {

@@ -6,16 +6,32 @@ import type { Logger } from '../telemetry/logger.js';
 import type { CounterChild, Metrics } from '../telemetry/metrics.js';
 import type { Decider } from './decide.js';
 import type { CheckInput } from './types.js';
-import { encodeCheckResponse } from './wire/check-codec.js';
+import { encodeDecisionResponse } from './wire/check-codec.js';
 import { StoreUnavailableError } from '../session/types.js';
 
+/** Turns a finished decision into one transport's answer; may throw (the wrapper then answers `internal_error`). */
+export type DecisionEncoder<Out> = (decision: Decision, input: CheckInput) => Out;
+
+/** Decides one check and encodes it for a transport; always resolves (faults are already an explicit deny). */
+export type TransportHandler<Out> = (input: CheckInput) => Promise<Out>;
+
+/** The options every transport's wrapper shares: what a fault answers and how many reply lines a reason may log. */
+export interface DecisionWrapperOptions {
+  /** `decision.errorStatus`. */
+  errorStatus: number;
+  /** `log.denyLinesPerSecond`. */
+  replyLinesPerSecond: number;
+}
+
 /**
- * Wraps the ladder for the gRPC server: times the decision, counts it by result and reason, logs local replies, and turns
- * any fault into an explicit deny so Envoy never sees an empty (allowing) response or a gRPC error it might fail open on.
- * Reply lines are limited to `replyLinesPerSecond` per reason (`log.denyLinesPerSecond`), then one `log lines
- * suppressed` line per reason and second says how many were dropped; the counters count every check.
+ * The one wrapper around the ladder, shared by the gRPC and HTTP transports: times the decision, counts it by result
+ * and reason, logs local replies, and turns any fault (in the ladder or in the transport's encoder) into an explicit
+ * deny, so a proxy never sees an empty (allowing) answer or a transport error it might fail open on.
+ * Reply lines are limited to `replyLinesPerSecond` per reason, then one `log lines suppressed` line per reason and
+ * second says how many were dropped; the counters count every check. Build it once; `forTransport` once per
+ * transport: both share the counters and the limiter.
  */
-export function createCheckHandler(decider: Decider, metrics: Metrics, logger: Logger, errorStatus: number, replyLinesPerSecond: number) {
+export function createDecisionWrapper(decider: Decider, metrics: Metrics, logger: Logger, options: DecisionWrapperOptions) {
   // Per reason, the counter for an allowing and for a refusing response: no label string built per check.
   const allowCount = new Map<Reason, CounterChild>();
   const replyCount = new Map<Reason, { result: DecisionResult; counter: CounterChild }>();
@@ -25,43 +41,74 @@ export function createCheckHandler(decider: Decider, metrics: Metrics, logger: L
     replyCount.set(reason, { result, counter: metrics.decisions.child({ result, reason }) });
   }
   const histogram = metrics.checkDuration;
-  const limiter = new LogRateLimiter<Reason>(replyLinesPerSecond, (reason, suppressed, windowMs) =>
+  const limiter = new LogRateLimiter<Reason>(options.replyLinesPerSecond, (reason, suppressed, windowMs) =>
     logger.info({ reason, result: replyCount.get(reason)!.result, suppressed, windowMs }, 'log lines suppressed'),
   );
-  const storeDown = unavailable('store_unavailable', errorStatus);
-  const internal = unavailable('internal_error', errorStatus);
+  const storeDown = unavailable('store_unavailable', options.errorStatus);
+  const internal = unavailable('internal_error', options.errorStatus);
 
-  const finish = (decision: Decision, input: CheckInput, start: number): Buffer => {
-    const response = decision.response;
-    const bytes = Buffer.isBuffer(response) ? response : encodeCheckResponse(response);
-    const allowed = Buffer.isBuffer(response) || response.kind === 'allow';
+  const count = (decision: Decision, input: CheckInput, start: number): void => {
+    const kind = decision.response.kind;
     histogram.observe((performance.now() - start) / 1000);
-    if (allowed) {
+    if (kind === 'prepared' || kind === 'allow') {
       allowCount.get(decision.reason)!.inc();
     } else {
       const reply = replyCount.get(decision.reason)!;
       reply.counter.inc();
       if (logger.isLevelEnabled('info') && limiter.allow(decision.reason)) logReply(logger, reply.result, decision, input);
     }
-    return bytes;
   };
 
-  return async function handleCheck(input: CheckInput): Promise<Buffer> {
-    const start = performance.now();
-    let decision: Decision;
+  const finish = <Out>(encode: DecisionEncoder<Out>, decision: Decision, input: CheckInput, start: number): Out => {
+    let out: Out;
     try {
-      decision = await decider.decide(input);
-    } catch (err) {
-      decision = err instanceof StoreUnavailableError ? storeDown : internal;
-      logger.error({ reason: decision.reason, err: err instanceof Error ? err.message : String(err) }, 'decision failed');
-    }
-    try {
-      return finish(decision, input, start);
+      out = encode(decision, input);
     } catch (err) {
       logger.error({ err: err instanceof Error ? err.message : String(err) }, 'encoding failed');
-      return finish(internal, input, start);
+      decision = internal;
+      out = encode(internal, input);
     }
+    count(decision, input, start);
+    return out;
   };
+
+  return {
+    /** The handler of one transport: decide, encode with `encode`, count once whatever happened. */
+    forTransport<Out>(encode: DecisionEncoder<Out>): TransportHandler<Out> {
+      return async function handle(input: CheckInput): Promise<Out> {
+        const start = performance.now();
+        let decision: Decision;
+        try {
+          decision = await decider.decide(input);
+        } catch (err) {
+          decision = err instanceof StoreUnavailableError ? storeDown : internal;
+          logger.error({ reason: decision.reason, err: err instanceof Error ? err.message : String(err) }, 'decision failed');
+        }
+        return finish(encode, decision, input, start);
+      };
+    },
+    /**
+     * A refusal the transport made before the ladder (a peer it does not trust): encoded, counted and logged like
+     * any decision, so it shows in the same metrics and the same limited log lines.
+     */
+    refused<Out>(encode: DecisionEncoder<Out>, decision: Decision, input: CheckInput): Out {
+      return finish(encode, decision, input, performance.now());
+    },
+  };
+}
+
+/** The wrapper's shape, for the transports that take it. */
+export type DecisionWrapper = ReturnType<typeof createDecisionWrapper>;
+
+/** The gRPC transport's encoder: CheckResponse bytes (a cached allow's own bytes when nothing was added). */
+export const encodeGrpcDecision: DecisionEncoder<Buffer> = (decision) => encodeDecisionResponse(decision.response);
+
+/**
+ * The gRPC Check handler: the shared wrapper with the CheckResponse encoder. Kept as the one-call form for the
+ * gRPC-only callers (tests, benches); the app builds one wrapper and asks it for each transport.
+ */
+export function createCheckHandler(decider: Decider, metrics: Metrics, logger: Logger, errorStatus: number, replyLinesPerSecond: number) {
+  return createDecisionWrapper(decider, metrics, logger, { errorStatus, replyLinesPerSecond }).forTransport(encodeGrpcDecision);
 }
 
 /**
@@ -70,7 +117,8 @@ export function createCheckHandler(decider: Decider, metrics: Metrics, logger: L
  */
 function logReply(logger: Logger, result: DecisionResult, decision: Decision, input: CheckInput): void {
   const http = input.kind === 'http' ? input.http : undefined;
-  const status = Buffer.isBuffer(decision.response) ? undefined : decision.response.kind === 'deny' ? decision.response.status : 200;
+  const response = decision.response;
+  const status = response.kind === 'deny' ? response.status : 200;
   const path = http?.path;
   const q = path?.indexOf('?') ?? -1;
   logger.info(

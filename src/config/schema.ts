@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { canonicalAuthority } from '../http/authority.js';
+import { tokenReviewSchema } from './token-review.js';
 
 /**
  * The one configuration schema. Every key has a default here, `docs/configuration.md` documents it, and
@@ -149,6 +150,8 @@ const bearerIssuer = z.strictObject({
       timeoutMs: z.number().int().min(100).max(60000).default(5000),
     })
     .prefault({}),
+  /** Kubernetes TokenReview for ServiceAccount tokens (src/config/token-review.ts); unset: local verification only. */
+  tokenReview: tokenReviewSchema.optional(),
 });
 
 const provider = z.strictObject({
@@ -253,6 +256,24 @@ const identityHeaders = z.strictObject({
   extraStrip: z.array(httpHeaderName).default([]),
 });
 
+/**
+ * The HTTP authorization listener. Off by default: a second way in is opened only when asked for. See
+ * docs/gateways.md for each proxy's contract and src/server/http-authz.ts for the listener.
+ */
+const httpListener = z.strictObject({
+  enabled: z.boolean().default(false),
+  host: z.string().min(1).default('0.0.0.0'),
+  port: port.default(9001),
+  /** Envoy's `path_prefix` (Istio `pathPrefix`): Envoy appends the original path to it. */
+  pathPrefix: z.string().default('/envoy'),
+  /**
+   * Peers (CIDRs) whose requests are answered. Loopback only by default: the forwarded headers that say which
+   * request to decide are only as true as the peer that set them, and a same-host proxy is the one peer known to exist.
+   */
+  trustedProxies: z.array(z.string().min(1)).default(['127.0.0.0/8', '::1/128']),
+  tls: z.strictObject({ certFile: z.string().min(1), keyFile: z.string().min(1) }).optional(),
+});
+
 export const configSchema = z.strictObject({
   server: z
     .strictObject({
@@ -268,6 +289,8 @@ export const configSchema = z.strictObject({
       admin: z
         .strictObject({ host: z.string().min(1).default('0.0.0.0'), port: port.default(9090) })
         .prefault({}),
+      /** The HTTP authorization listener (nginx auth_request, Traefik/Caddy forward auth, Envoy HTTP ext_authz). */
+      http: httpListener.prefault({}),
       /** After SIGTERM: health says NOT_SERVING at once, in-flight checks get this long to finish. */
       shutdownGraceSeconds: seconds.max(600).default(15),
       /** Seconds between SIGTERM and closing the listener, so load balancers see NOT_SERVING first. */

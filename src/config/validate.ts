@@ -1,5 +1,8 @@
 import { X509Certificate } from 'node:crypto';
+import { parseCidr } from '../http/trusted-peers.js';
+import { HTTP_ENDPOINTS } from '../http/authz-contract.js';
 import type { BearerIssuerConfig, Config } from './schema.js';
+import { KUBERNETES_LEGACY_ISSUER } from './token-review.js';
 
 /** One problem in a configuration, addressed by its dotted path (`routes.2.path.regex`). */
 export interface ConfigIssue {
@@ -30,7 +33,8 @@ export function validateConfig(config: Config, files: FileReader | undefined): C
 }
 
 /**
- * Rules on the bearer issuer list: unique names, unique `issuer` values, and a JWKS source for each.
+ * Rules on the bearer issuer list: unique names, unique `issuer` values, a JWKS source for each, and a TokenReview for
+ * the legacy Kubernetes issuer.
  * Exported because `BearerVerifier` asserts the same rules when it is built from something other than `parseConfig`.
  */
 export function issuerProblems(issuers: readonly BearerIssuerConfig[]): ConfigIssue[] {
@@ -42,6 +46,13 @@ export function issuerProblems(issuers: readonly BearerIssuerConfig[]): ConfigIs
       issues.push({ path: `issuers.${i}.issuer`, message: `expected unique issuer values, got "${issuer.issuer}" twice` });
     }
     seen.add(issuer.issuer);
+    // Legacy secret tokens have no exp: only the API server knows whether their Secret still exists.
+    if (issuer.issuer === KUBERNETES_LEGACY_ISSUER && issuer.tokenReview === undefined) {
+      issues.push({
+        path: `issuers.${i}.tokenReview`,
+        message: `required for issuer "${KUBERNETES_LEGACY_ISSUER}": legacy secret tokens never expire, so only a TokenReview can tell a live one from a revoked one`,
+      });
+    }
     if (issuer.jwksUri === undefined && !isHttpUrl(issuer.issuer)) {
       issues.push({
         path: `issuers.${i}.jwksUri`,
@@ -93,7 +104,33 @@ function serverProblems(config: Config): ConfigIssue[] {
     // Port 0 would give every worker process its own random port instead of one shared listener.
     if (grpc.port === 0) issues.push({ path: 'server.grpc.workers', message: 'expected a fixed server.grpc.port with workers, got port 0' });
     if (admin.port === 0) issues.push({ path: 'server.grpc.workers', message: 'expected a fixed server.admin.port with workers, got port 0' });
+    if (config.server.http.enabled && config.server.http.port === 0) {
+      issues.push({ path: 'server.grpc.workers', message: 'expected a fixed server.http.port with workers, got port 0' });
+    }
   }
+  return [...issues, ...httpListenerProblems(config.server.http)];
+}
+
+/** The HTTP listener's own rules: a path prefix Envoy can append to, and CIDRs that parse. */
+function httpListenerProblems(http: Config['server']['http']): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const prefix = http.pathPrefix;
+  // Envoy appends the original path (which starts with "/") to the prefix: a trailing "/" would double it, and the
+  // fixed endpoints must not fall under the prefix or a proxied path could pose as one of them.
+  if (!/^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*$/.test(prefix)) {
+    issues.push({ path: 'server.http.pathPrefix', message: `expected a path such as "/envoy" (no trailing "/", no "/" alone), got ${JSON.stringify(prefix)}` });
+  } else {
+    for (const endpoint of Object.values(HTTP_ENDPOINTS)) {
+      if (endpoint === prefix || endpoint.startsWith(`${prefix}/`) || prefix.startsWith(`${endpoint}/`)) {
+        issues.push({ path: 'server.http.pathPrefix', message: `expected a prefix apart from the fixed endpoint ${endpoint}, got ${JSON.stringify(prefix)}` });
+      }
+    }
+  }
+  http.trustedProxies.forEach((cidr, i) => {
+    if (parseCidr(cidr) === undefined) {
+      issues.push({ path: `server.http.trustedProxies.${i}`, message: `expected a CIDR such as "10.0.0.0/8" or an IP address, got ${JSON.stringify(cidr)}` });
+    }
+  });
   return issues;
 }
 
@@ -134,14 +171,19 @@ function sessionProblems(config: Config): ConfigIssue[] {
  */
 function fileProblems(config: Config, files: FileReader): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
-  const tls = config.server.grpc.tls;
-  if (tls !== undefined) {
-    readable(files, tls.certFile, 'server.grpc.tls.certFile', issues, pemCertificate);
-    readable(files, tls.keyFile, 'server.grpc.tls.keyFile', issues, (text) => (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text) ? undefined : 'expected a PEM private key'));
+  for (const listener of ['grpc', 'http'] as const) {
+    const tls = config.server[listener].tls;
+    if (tls === undefined || (listener === 'http' && !config.server.http.enabled)) continue;
+    readable(files, tls.certFile, `server.${listener}.tls.certFile`, issues, pemCertificate);
+    readable(files, tls.keyFile, `server.${listener}.tls.keyFile`, issues, (text) => (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text) ? undefined : 'expected a PEM private key'));
   }
   config.issuers.forEach((issuer, i) => {
     if (issuer.caFile !== undefined) readable(files, issuer.caFile, `issuers.${i}.caFile`, issues, nonEmpty);
     if (issuer.tokenFile !== undefined) readable(files, issuer.tokenFile, `issuers.${i}.tokenFile`, issues, nonEmpty);
+    if (issuer.tokenReview !== undefined) {
+      readable(files, issuer.tokenReview.caFile, `issuers.${i}.tokenReview.caFile`, issues, nonEmpty);
+      readable(files, issuer.tokenReview.tokenFile, `issuers.${i}.tokenReview.tokenFile`, issues, nonEmpty);
+    }
   });
   config.providers.forEach((provider, i) => {
     if (provider.caFile !== undefined) readable(files, provider.caFile, `providers.${i}.caFile`, issues, nonEmpty);

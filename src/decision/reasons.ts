@@ -26,10 +26,14 @@ export const REASONS = [
   'bearer_unknown_key',
   'bearer_claims',
   'bearer_malformed',
+  // the API server answered a TokenReview: not authenticated (ServiceAccount, pod or Secret gone, wrong audience)
+  'token_review_denied',
   'forbidden_user',
   'email_unverified',
   'tcp_denied',
   'request_malformed',
+  // the HTTP listener: a peer outside server.http.trustedProxies (its forwarded headers are not believed)
+  'untrusted_peer',
   'callback_invalid',
   'callback_idp_error',
   'logout_confirm',
@@ -38,6 +42,10 @@ export const REASONS = [
   // deny: infrastructure
   'provider_unavailable',
   'jwks_unavailable',
+  // TokenReview: the API server did not answer in time, refused the connection or failed (5xx, 429, bad body)
+  'token_review_unavailable',
+  // TokenReview: the API server refused the service's own credentials (401/403: system:auth-delegator missing)
+  'token_review_forbidden',
   'store_unavailable',
   'internal_error',
 ] as const;
@@ -58,3 +66,9 @@ export function resultOf(reason: Reason, allowed: boolean): DecisionResult {
   if (allowed) return 'allow';
   return HANDLED_REASONS.has(reason) ? 'handled' : 'deny';
 }
+
+/**
+ * Bearer outcomes that are an infrastructure fault, not the client's: answered with `decision.errorStatus` (503) and
+ * never remembered by the decision cache, so the next check tries again.
+ */
+export const INFRASTRUCTURE_REASONS: ReadonlySet<Reason> = new Set<Reason>(['jwks_unavailable', 'token_review_unavailable', 'token_review_forbidden']);

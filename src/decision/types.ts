@@ -37,11 +37,39 @@ export interface DenyResponse {
 /** What the encoder turns into CheckResponse bytes. */
 export type CheckResponseValue = AllowResponse | DenyResponse;
 
-/** A finished decision: the response (or its pre-encoded allow bytes) and why. */
+/**
+ * An allow built once (per cache entry, or once per Decider) and shared by every request it answers. Each transport
+ * memoizes its own encoding here the first time it answers it (gRPC: check/wire's AllowParts; HTTP: the listener's
+ * header lines), so no request decodes or rebuilds it. The slots are typed by their one owner's accessor.
+ */
+export interface SharedAllow {
+  readonly value: AllowResponse;
+  /** Header names `value` sets, so spoofed-header removal skips what we set ourselves. */
+  readonly setNames: ReadonlySet<string> | undefined;
+  /** This allow with nothing added for the request: the common case allocates nothing. */
+  readonly bare: PreparedAllow;
+  /** gRPC encoding, owned by src/check/wire/check-codec.ts. */
+  grpc?: unknown;
+  /** HTTP encoding, owned by src/server/http-answer.ts. */
+  http?: unknown;
+}
+
+/** A shared allow completed for one request: the extras are applied after the shared mutations of the same kind. */
+export interface PreparedAllow {
+  readonly kind: 'prepared';
+  readonly shared: SharedAllow;
+  /** Client-sent headers to remove upstream (spoofed identity copies, our cookies' whole header). */
+  readonly remove: readonly string[];
+  /** Added to the client's response (refreshed session Set-Cookie). */
+  readonly responseHeaders: readonly HeaderOption[];
+  /** Set on the upstream request (the Cookie header without our cookies). */
+  readonly upstream: readonly HeaderOption[];
+}
+
+/** A finished decision: the response (a value, or a shared allow completed for this request) and why. */
 export interface Decision {
   reason: Reason;
-  /** Bytes are always an allow (a cached, pre-encoded one). */
-  response: CheckResponseValue | Buffer;
+  response: CheckResponseValue | PreparedAllow;
   /** Short, secret-free detail for the log line. */
   detail?: string;
 }

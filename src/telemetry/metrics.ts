@@ -129,6 +129,7 @@ export class Metrics {
   readonly jwksFetches = new Counter('oidc_ext_authz_jwks_fetches_total', 'JWKS fetches by issuer and outcome.');
   readonly providerEvents = new Counter('oidc_ext_authz_oidc_events_total', 'OIDC login, callback, refresh and logout events.');
   readonly backchannelLogouts = new Counter('oidc_ext_authz_backchannel_logouts_total', 'Back-channel logout tokens by outcome (matched, no_session, listed, invalid, unavailable).');
+  readonly tokenReviews = new Counter('oidc_ext_authz_token_reviews_total', 'Kubernetes TokenReview answers by issuer and outcome (authenticated, denied, forbidden, unavailable, cached).');
   readonly configReloads = new Counter('oidc_ext_authz_config_reloads_total', 'Config reloads by outcome (success, unchanged, invalid, restart_required, error).');
   private readonly gauges: Gauge[] = [];
 
@@ -147,7 +148,7 @@ export class Metrics {
 
   /** Prometheus text exposition format 0.0.4. */
   render(): string {
-    return [this.checkDuration, this.decisions, this.cache, this.jwksFetches, this.providerEvents, this.backchannelLogouts, this.configReloads]
+    return [this.checkDuration, this.decisions, this.cache, this.jwksFetches, this.providerEvents, this.backchannelLogouts, this.tokenReviews, this.configReloads]
       .map((m) => m.render())
       .join('') + renderGauges(this.gauges);
   }

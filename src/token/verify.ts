@@ -1,6 +1,7 @@
 import { constants, verify as verifySignature, type KeyObject } from 'node:crypto';
 import type { Reason } from '../decision/reasons.js';
 import type { BearerIssuerConfig } from '../config/schema.js';
+import { KUBERNETES_LEGACY_ISSUER } from '../config/token-review.js';
 import { issuerProblems } from '../config/validate.js';
 import { identityFromClaims } from '../identity/claims.js';
 import type { Identity } from '../identity/types.js';
@@ -8,6 +9,7 @@ import type { Logger } from '../telemetry/logger.js';
 import type { AsymmetricAlg } from './key-set.js';
 import { RemoteJwks } from './remote-jwks.js';
 import { timeClaimsFailure } from './time-claims.js';
+import { reviewedIdentity, TokenReviewer, type ReviewEvent } from './token-review.js';
 import { normalizeTyp, tokenKind, type TokenKind } from './token-kind.js';
 
 /** What `verify` answers. It never throws for a bad token. */
@@ -20,6 +22,8 @@ export interface BearerVerifierDeps {
   now?: () => number;
   /** Called once per JWKS fetch attempt, for metrics. */
   onFetch?: (issuer: string, outcome: 'ok' | 'error') => void;
+  /** Called once per TokenReview answer (API call or review-cache hit), for metrics. */
+  onReview?: (issuer: string, outcome: ReviewEvent) => void;
   logger?: Logger;
   /**
    * The OIDC login clients (`providers[]`): a token whose `aud` is exactly one of their client ids, from their issuer,
@@ -41,7 +45,6 @@ export const MAX_TOKEN_LENGTH = 16 * 1024;
 
 const ASYMMETRIC: ReadonlySet<string> = new Set(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']);
 const LOGOUT_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
-const KUBERNETES_LEGACY_ISSUER = 'kubernetes/serviceaccount';
 const B64URL = /^[A-Za-z0-9_-]+$/;
 
 interface Issuer {
@@ -54,6 +57,10 @@ interface Issuer {
   readonly kinds: ReadonlySet<TokenKind>;
   /** Client ids of the login clients of this issuer. */
   readonly loginClientIds: ReadonlySet<string>;
+  /** Set when `tokenReview` is configured: the API server has the last word, and gives the identity. */
+  readonly review: TokenReviewer | undefined;
+  /** The legacy secret-token issuer: no `exp` and no `aud`; the review settles both (config requires it). */
+  readonly legacy: boolean;
 }
 
 type Failure = Extract<VerifyOutcome, { ok: false }>;
@@ -107,6 +114,18 @@ export class BearerVerifier {
         audiences: new Set(config.audiences),
         kinds: new Set(config.tokenKinds),
         loginClientIds: new Set((deps.loginClients ?? []).filter((c) => c.issuer === config.issuer).map((c) => c.clientId)),
+        review:
+          config.tokenReview === undefined
+            ? undefined
+            : new TokenReviewer({
+                name: config.name,
+                config: config.tokenReview,
+                audiences: config.tokenReview.audiences ?? config.audiences,
+                now: this.now,
+                ...(deps.onReview ? { onReview: deps.onReview } : {}),
+                ...(deps.logger ? { logger: deps.logger } : {}),
+              }),
+        legacy: config.issuer === KUBERNETES_LEGACY_ISSUER,
       });
     }
   }
@@ -128,7 +147,10 @@ export class BearerVerifier {
 
   /** Stops refresh timers and aborts fetches in flight. */
   close(): void {
-    for (const i of this.byIssuer.values()) i.jwks.close();
+    for (const i of this.byIssuer.values()) {
+      i.jwks.close();
+      i.review?.close();
+    }
   }
 
   /**
@@ -167,8 +189,10 @@ export class BearerVerifier {
     if (!issuer.kinds.has(kind)) return fail('bearer_invalid', `${kind === 'id' ? 'an ID token' : 'an access token'} is not accepted for issuer ${name} (tokenKinds)`);
     // Unverified, so only used to refuse early: an expired token must not cost a key fetch.
     const tolerance = issuer.config.clockToleranceSeconds;
-    if (typeof claims.exp !== 'number') return fail('bearer_claims', 'missing or non-numeric exp');
-    if (claims.exp <= Math.floor(this.now()) - tolerance) return fail('bearer_expired', 'token expired');
+    if (claims.exp !== undefined || !issuer.legacy) {
+      if (typeof claims.exp !== 'number') return fail('bearer_claims', 'missing or non-numeric exp');
+      if (claims.exp <= Math.floor(this.now()) - tolerance) return fail('bearer_expired', 'token expired');
+    }
     const kid = header.kid;
     if (kid !== undefined && typeof kid !== 'string') return fail('bearer_malformed', 'kid is not a string');
 
@@ -181,6 +205,14 @@ export class BearerVerifier {
     if (!signatureValid(token, parts[2]!, alg, lookup.keys)) return fail('bearer_signature', `signature does not verify with any ${alg} key of issuer ${name}`);
     const bad = claimsFailure(claims, issuer, Math.floor(this.now()));
     if (bad !== undefined) return bad;
+    const exp = claims.exp as number | undefined;
+    if (issuer.review !== undefined) {
+      const reviewed = await issuer.review.review(token, claims.sub as string, exp);
+      if (!reviewed.ok) return fail(reviewed.reason, reviewed.detail);
+      const identity = reviewedIdentity(reviewed, issuer.config.claims, name);
+      if (!identity.ok) return fail('bearer_claims', identity.detail);
+      return { ok: true, identity: identity.identity, expiresAt: reviewed.validUntil, issuer: name };
+    }
     const mapped = identityFromClaims(claims, issuer.config.claims, name);
     if (!mapped.ok) return fail(mapped.code === 'email_unverified' ? 'email_unverified' : 'bearer_claims', mapped.detail);
     return { ok: true, identity: mapped.identity, expiresAt: claims.exp as number, issuer: name };
@@ -226,15 +258,20 @@ const SIGNATURE_PARAMS: Record<string, { hash: string | null; options: object }>
  * issuer, `aud` one of the configured audiences, `sub` present, and the time claims (timeClaimsFailure: `exp`,
  * `nbf` and `iat` against the clock tolerance). `exp` and `sub` are required of every bearer token: no `exp` means a
  * credential that never dies (RFC 8725 and our baseline), and `sub` is the subject every access-token profile carries
- * (RFC 9068 section 2.2, Kubernetes ServiceAccount tokens included) and what `Identity.subject` holds.
+ * (RFC 9068 section 2.2, Kubernetes ServiceAccount tokens included) and what `Identity.subject` holds. The one
+ * exception is the legacy Kubernetes issuer, which config accepts only with a TokenReview.
  */
 function claimsFailure(claims: Record<string, unknown>, issuer: Issuer, now: number): Failure | undefined {
   const { config } = issuer;
   if (claims.iss !== config.issuer) return fail('bearer_claims', 'unexpected "iss" claim value');
-  const aud = claims.aud;
-  const audiences = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : [];
-  if (!audiences.some((a) => typeof a === 'string' && issuer.audiences.has(a))) return fail('bearer_audience', 'unexpected "aud" claim value');
+  // Kubernetes legacy tokens carry neither aud nor exp: the TokenReview (required for that issuer) settles both.
+  if (!issuer.legacy) {
+    const aud = claims.aud;
+    const audiences = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : [];
+    if (!audiences.some((a) => typeof a === 'string' && issuer.audiences.has(a))) return fail('bearer_audience', 'unexpected "aud" claim value');
+  }
   if (typeof claims.sub !== 'string' || claims.sub.length === 0) return fail('bearer_claims', 'missing required "sub" claim');
+  if (issuer.legacy && claims.exp === undefined) return undefined;
   const times = timeClaimsFailure(claims, now, config.clockToleranceSeconds);
   if (times !== undefined) return fail(times.code === 'expired' ? 'bearer_expired' : 'bearer_claims', times.detail);
   return undefined;

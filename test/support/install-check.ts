@@ -289,7 +289,8 @@ export function checkInstall(install: Install): void {
   for (const provider of install.meshProviders) {
     expect(provider.service, `${source}: meshConfig provider ${provider.name} -> Service`).toBe(serviceHost);
     expect(provider.port, `${source}: meshConfig provider ${provider.name} -> Service port`).toBe(grpcPort.port);
-    const slowest = Math.max(0, ...config.providers.map((p) => p.timeoutMs), ...config.issuers.map((i) => i.jwks.timeoutMs));
+    // A bearer check can wait for a JWKS fetch and then a TokenReview, one after the other.
+    const slowest = Math.max(0, ...config.providers.map((p) => p.timeoutMs), ...config.issuers.map((i) => i.jwks.timeoutMs + (i.tokenReview?.timeoutMs ?? 0)));
     expect(slowest, `${source}: IdP/JWKS timeouts must be below the mesh timeout, so the service answers first`).toBeLessThan(provider.timeoutMs);
   }
   const providerNames = new Set(install.meshProviders.map((p) => p.name));

@@ -25,6 +25,8 @@ export interface TestKubeApiServer {
   readonly jwksUri: string;
   /** A `system:masters` token from the static token file. */
   readonly adminToken: string;
+  /** PEM (PKCS#8) of the current `--service-account-signing-key-file`, as the controller-manager's tokens controller holds it. */
+  readonly signingKey: string;
   /** One HTTPS call; `token: null` sends none (anonymous). Never throws for an HTTP status. */
   request(method: string, path: string, body?: unknown, options?: RequestOptions): Promise<ApiResponse>;
   /** Like `request`, but throws with the server's message unless the status is 2xx. */
@@ -37,8 +39,9 @@ export interface TestKubeApiServer {
    * Restarts kube-apiserver (etcd keeps the objects) and resolves when /readyz answers again. `newSigningKey`: sign
    * with a new key while every earlier one stays a verification key, as in a real rotation. `issuers`: new
    * `--service-account-issuer` values (the API audience follows the first, unless `apiAudiences` was given).
+   * `whileDown` runs after kube-apiserver has exited and before it starts again (an outage, on the real port).
    */
-  restart(options: { newSigningKey?: boolean; issuers?: string[] }): Promise<void>;
+  restart(options: { newSigningKey?: boolean; issuers?: string[]; whileDown?: () => Promise<void> }): Promise<void>;
   /** The last lines both processes logged, for failure messages. */
   logs(): string;
   /** Stops both processes and removes the temp dir. */
@@ -270,6 +273,9 @@ export async function startKubeApiServer(
     },
     jwksUri,
     adminToken,
+    get signingKey() {
+      return readFileSync(keys.at(-1)!.key, 'utf8');
+    },
     request,
     call,
     async createServiceAccount(namespace, name) {
@@ -288,6 +294,7 @@ export async function startKubeApiServer(
       if (o.newSigningKey) keys.push(writeRsaKey(dir, `sa-${keys.length}`));
       if (o.issuers) issuers = o.issuers;
       await apiserver?.stop();
+      await o.whileDown?.();
       await startApiserver();
     },
     logs: () => [etcd.describe(), apiserver?.describe() ?? ''].join('\n'),

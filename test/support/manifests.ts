@@ -81,6 +81,10 @@ export const HELM_VARIANTS: Record<string, string[]> = {
     '--set-json', 'config.issuers=[{"name":"kubernetes","issuer":"https://kubernetes.default.svc.cluster.local","jwksUri":"https://kubernetes.default.svc.cluster.local/openid/v1/jwks","audiences":["pipelines.kubeflow.org"],"caFile":"/var/run/secrets/kubernetes.io/serviceaccount/ca.crt","tokenFile":"/var/run/secrets/kubernetes.io/serviceaccount/token","jwks":{"timeoutMs":1500}}]',
     '--set', 'serviceAccount.automountToken=true', '--set-json', 'networkPolicy.extraEgressPorts=[6443]',
   ],
+  'Kubernetes issuer with TokenReview': [
+    '--set', 'tokenReview.enabled=true',
+    '--set-json', 'config.issuers=[{"name":"kubernetes","issuer":"https://kubernetes.default.svc.cluster.local","audiences":["pipelines.kubeflow.org"],"caFile":"/var/run/secrets/kubernetes.io/serviceaccount/ca.crt","tokenFile":"/var/run/secrets/kubernetes.io/serviceaccount/token","jwks":{"timeoutMs":800},"tokenReview":{"timeoutMs":1000}}]',
+  ],
   'no NetworkPolicy': ['--set', 'networkPolicy.enabled=false'],
   'every knob: CA bundle volume, envFrom, HPA, probes, PDB, spread, labels, extra objects': [
     '--set-json', 'extraObjects=[{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"{{ .Release.Name }}-idp-ca","namespace":"{{ .Release.Namespace }}"},"data":{"ca.crt":"-----BEGIN CERTIFICATE-----"}}]',

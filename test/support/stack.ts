@@ -45,6 +45,8 @@ export interface StackOptions {
   envoyVersion?: EnvoyVersion;
   /** Check only the requests this CUSTOM policy matches, as Istio does (default: every request). */
   customPolicy?: CustomPolicy;
+  /** Merged into `server.http`: the HTTP authorization listener (on loopback, port 0, when enabled here). */
+  httpListener?: Record<string, unknown>;
 }
 
 /** IdP + N product replicas (createApp) + N Envoy emulators + one echo upstream, all on loopback. */
@@ -92,7 +94,11 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
           ttl: { AccessToken: 600, IdToken: 600, ...options.ttl },
         });
   const config = parseConfig({
-    server: { grpc: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } },
+    server: {
+      grpc: { host: '127.0.0.1', port: 0 },
+      admin: { host: '127.0.0.1', port: 0 },
+      ...(options.httpListener ? { http: { host: '127.0.0.1', port: 0, ...options.httpListener } } : {}),
+    },
     log: { level: 'silent' },
     ...(options.issuers !== undefined ? { issuers: options.issuers } : {}),
     providers: [

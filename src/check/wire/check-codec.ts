@@ -1,4 +1,4 @@
-import type { AllowResponse, CheckResponseValue, HeaderOption } from '../../decision/types.js';
+import type { AllowResponse, CheckResponseValue, HeaderOption, PreparedAllow, SharedAllow } from '../../decision/types.js';
 import { TCP_CHECK, type CheckInput, type HttpRequestView } from '../types.js';
 import {
   begin,
@@ -211,3 +211,17 @@ export function encodeCheckResponse(value: CheckResponseValue): Buffer {
   return done(out);
 }
 
+
+/** The gRPC encoding of a shared allow, made on first use and kept on it (its `grpc` slot is owned here). */
+export function grpcAllowParts(shared: SharedAllow): AllowParts {
+  return (shared.grpc ??= encodeAllowParts(shared.value)) as AllowParts;
+}
+
+/**
+ * CheckResponse bytes for whatever the ladder answered: a prepared allow is its shared bytes spliced with the
+ * request's extras (the shared bytes themselves when there are none), anything else `encodeCheckResponse`.
+ */
+export function encodeDecisionResponse(response: CheckResponseValue | PreparedAllow): Buffer {
+  if (response.kind === 'prepared') return joinAllow(grpcAllowParts(response.shared), response.remove, response.responseHeaders, response.upstream);
+  return encodeCheckResponse(response);
+}

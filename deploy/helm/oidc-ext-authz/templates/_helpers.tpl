@@ -132,5 +132,8 @@ deduplicated, one per line.
 {{- range .Values.networkPolicy.extraEgressPorts -}}
 {{- $ports = append $ports (toString .) -}}
 {{- end -}}
+{{- if .Values.tokenReview.enabled -}}
+{{- range .Values.tokenReview.egressPorts -}}{{- $ports = append $ports (toString .) -}}{{- end -}}
+{{- end -}}
 {{- $ports | uniq | sortAlpha | join "\n" -}}
 {{- end -}}
