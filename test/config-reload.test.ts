@@ -342,8 +342,17 @@ describe('a reload that cannot apply', () => {
     expect(versionOf(r.app.config)).toBe(1);
     expect(observed(await r.client.check(request({ kind: 'bearer', credential: 2, route: 2 })))).toBe('allow iss2@example.com');
 
+    // The HTTP listener is built once too: turning it on is a restart, not a reload.
+    const httpOn = configText(VERSIONS[1]!, r.secrets.dir, {
+      server: { grpc: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 }, http: { enabled: true, host: '127.0.0.1', port: 0 } },
+    });
+    r.config.write({ 'config.yaml': httpOn });
+    await until(() => r.logs.filter((l) => l.includes('"restart_required"')).length >= 2, 10_000);
+    expect((await lastReload()).problems).toEqual(['server.http: changed; needs a restart to apply (reload refused, the running config is kept)']);
+    expect(r.app.httpPort).toBe(0);
+
     const refused = r.logs.filter((l) => l.includes('config reload refused')).map((l) => JSON.parse(l) as { level: number; source: string });
-    expect(refused.length).toBe(4);
+    expect(refused.length).toBe(5);
     for (const line of refused) expect(line).toMatchObject({ level: 40, source: r.config.path('config.yaml') });
     const published = JSON.stringify((await r.readyz()).body) + (await r.metrics());
     for (const secret of [...Object.values(KEYS), CLIENT_SECRET]) {
