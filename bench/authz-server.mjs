@@ -15,8 +15,9 @@ export const AUDIENCE = 'bench';
 /**
  * The benchmark's configuration: one issuer for bearer tokens and the same issuer as OIDC provider. `issuers` replaces
  * the bearer issuers and drops the browser login (bench/memory.mjs: a bare JWKS server has no discovery to log in with).
+ * `tracing`: the config's tracing section (the tracing-on scenario exports to bench/otlp-sink.mjs).
  */
-export function authzConfig({ issuer, grpcPort, adminPort, cache, workers, sessionKey, issuers }) {
+export function authzConfig({ issuer, grpcPort, adminPort, httpPort, cache, workers, sessionKey, issuers, tracing }) {
   if (issuers) {
     return {
       server: { grpc: { host: '127.0.0.1', port: grpcPort, workers }, admin: { host: '127.0.0.1', port: adminPort } },
@@ -25,11 +26,14 @@ export function authzConfig({ issuer, grpcPort, adminPort, cache, workers, sessi
       issuers,
     };
   }
+  // The HTTP authorization listener only when asked for: a --baseline build may predate it (the schema is strict).
+  const http = httpPort === undefined ? {} : { http: { enabled: true, host: '127.0.0.1', port: httpPort } };
   return {
-    server: { grpc: { host: '127.0.0.1', port: grpcPort, workers }, admin: { host: '127.0.0.1', port: adminPort } },
+    server: { grpc: { host: '127.0.0.1', port: grpcPort, workers }, admin: { host: '127.0.0.1', port: adminPort }, ...http },
     // The default level: one JSON line per denied check, as in production.
     log: { level: 'info' },
     ...(cache ? { cache } : {}),
+    ...(tracing ? { tracing } : {}),
     issuers: [{ name: 'bench', issuer, audiences: [AUDIENCE], algorithms: ['RS256', 'ES256'] }],
     providers: [{ name: 'idp', issuer, clientId: AUTHZ_CLIENT.client_id, clientSecret: AUTHZ_CLIENT.client_secret }],
     // Long idle timeout: a cached session is never slid (re-sealed) inside a measurement.
@@ -46,16 +50,17 @@ export function authzConfig({ issuer, grpcPort, adminPort, cache, workers, sessi
  * Starts `node dist/cli.js serve` with that config (`cli`: another build's cli.js, for a baseline). Fixed ports (cluster
  * workers need them). Resolves when every process is listening and /readyz says ready (JWKS fetched, provider discovered).
  */
-export async function startAuthz({ name, workDir, issuer, cache, workers = 0, sessionKey, issuers, nodeArgs = [], cli = join(root, 'dist/cli.js') }) {
+export async function startAuthz({ name, workDir, issuer, cache, workers = 0, sessionKey, issuers, http = false, tracing, nodeArgs = [], cli = join(root, 'dist/cli.js') }) {
   const grpcPort = await freePort();
   const adminPort = await freePort();
+  const httpPort = http ? await freePort() : undefined;
   const file = join(workDir, `${name}.json`);
-  writeFileSync(file, JSON.stringify(authzConfig({ issuer, grpcPort, adminPort, cache, workers, sessionKey, issuers }), null, 2));
+  writeFileSync(file, JSON.stringify(authzConfig({ issuer, grpcPort, adminPort, httpPort, cache, workers, sessionKey, issuers, tracing }), null, 2));
   const p = await startProcess(name, process.execPath, [...nodeArgs, cli, 'serve', '--config', file], {
     log: join(workDir, `${name}.log`),
     ready: jsonListening(Math.max(1, workers)),
   });
-  const server = { ...p, grpcPort, adminPort, workers, pids: () => processTree(p.pid) };
+  const server = { ...p, grpcPort, adminPort, httpPort, workers, pids: () => processTree(p.pid) };
   const deadline = Date.now() + 20_000;
   for (;;) {
     const answers = await Promise.all(Array.from({ length: Math.max(1, workers) }, () => httpGet(`http://127.0.0.1:${adminPort}/readyz`)));
@@ -73,6 +78,15 @@ export async function startNoop({ workDir }) {
     ready: jsonListening(1),
   });
   return { ...p, pids: () => [p.pid] };
+}
+
+/** The no-op node:http server: the HTTP/1.1 ceiling. */
+export async function startNoopHttp({ workDir }) {
+  const p = await startProcess('noop-http', process.execPath, [join(root, 'bench/noop-http-server.mjs')], {
+    log: join(workDir, 'noop-http.log'),
+    ready: jsonListening(1),
+  });
+  return { ...p, base: `http://127.0.0.1:${p.httpPort}`, pids: () => [p.pid] };
 }
 
 /** GET on a new connection (the cluster hands every new connection to the next worker). */

@@ -54,12 +54,13 @@ export function summarize({ scenarios, runs }) {
     };
   });
   const comparisons = [];
-  for (const s of scenarios.filter((x) => x.peerOf && byId.has(x.peerOf))) {
-    const ours = runs[s.peerOf].map((x) => x.saturation);
+  // peerOf: one of our scenarios, or several (oauth2-proxy is compared with our gRPC and our HTTP transport).
+  for (const [s, oursId] of scenarios.flatMap((x) => [x.peerOf ?? []].flat().filter((id) => byId.has(id)).map((id) => [x, id]))) {
+    const ours = runs[oursId].map((x) => x.saturation);
     const peer = runs[s.id].map((x) => x.saturation);
     comparisons.push({
       peer: s.id,
-      ours: s.peerOf,
+      ours: oursId,
       throughputRatio: median(ours.map((x, i) => x.rps / peer[i].rps)),
       cpuRatio: median(ours.map((x, i) => peer[i].cpuUsPerCheck / x.cpuUsPerCheck)),
     });
@@ -138,7 +139,7 @@ function markdown(report) {
     for (const c of comparisons) {
       const ours = byId.get(c.ours);
       const peer = byId.get(c.peer);
-      const credential = c.ours.startsWith('session') ? 'session cookie' : c.ours.startsWith('bearer-cold') ? 'bearer JWT, every token new' : 'bearer JWT';
+      const credential = c.ours.includes('session') ? 'session cookie' : c.ours.includes('bearer-cold') ? 'bearer JWT, every token new' : 'bearer JWT';
       lines.push(`| ${credential} | ${ours.title} | ${peer.title} | ${fmt(ours.rps)} / ${fmt(peer.rps)} | ${fmt(ours.cpuUs)} / ${fmt(peer.cpuUs)} | x${c.throughputRatio.toFixed(2)} | x${c.cpuRatio.toFixed(2)} |`);
     }
   }

@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } fro
 import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AUTHZ_CLIENT, AUDIENCE, startAuthz, startNoop } from './authz-server.mjs';
+import { AUTHZ_CLIENT, AUDIENCE, startAuthz, startNoop, startNoopHttp } from './authz-server.mjs';
 import { loginThroughCheck, loginThroughOauth2Proxy } from './browser-login.mjs';
 import { measure, WrongDecisionError } from './measure.mjs';
 import { findTool, oauth2ProxyPort, startOauth2Proxy, startOpa, toolVersion } from './peers.mjs';
@@ -18,6 +18,7 @@ import { freePort, jsonListening, killAll, peakRssMiB, startProcess, stopProcess
 import { writeReport } from './report.mjs';
 import { closeProbes } from './requests.mjs';
 import { runSoak } from './soak.mjs';
+import { buildHttpScenarios } from './http-scenarios.mjs';
 import { buildScenarios } from './scenarios.mjs';
 import { signingKeys, signToken, signTokens, USER } from './tokens.mjs';
 
@@ -91,12 +92,21 @@ async function main() {
   const want = (id) => !o.only || o.only.some((x) => id.startsWith(x) || x.startsWith(id));
   const servers = {};
   servers.noop = await startNoop({ workDir: o.workDir });
-  servers.authz = await startAuthz({ name: 'authz', workDir: o.workDir, issuer, sessionKey, nodeArgs: profileArgs('authz') });
+  const withHttp = !(o.soak > 0) && (want('http') || want('ceiling-http') || want('oauth2-proxy'));
+  servers.authz = await startAuthz({ name: 'authz', workDir: o.workDir, issuer, sessionKey, http: withHttp, nodeArgs: profileArgs('authz') });
+  if (withHttp) servers.noopHttp = await startNoopHttp({ workDir: o.workDir });
   servers.cold = await startAuthz({ name: 'authz-cold', workDir: o.workDir, issuer, sessionKey, cache: oneEntry, nodeArgs: profileArgs('authz-cold') });
   // Cluster workers: also one-entry caches (one repeated token hits, distinct tokens miss), so two servers cover both.
   if (!has('--no-workers') && !(o.soak > 0) && (want('bearer-cached-w') || want('bearer-cold-rs256-w'))) {
     servers.w1 = await startAuthz({ name: 'authz-workers-1', workDir: o.workDir, issuer, sessionKey, cache: oneEntry, workers: 1 });
     servers.w2 = await startAuthz({ name: 'authz-workers-2', workDir: o.workDir, issuer, sessionKey, cache: oneEntry, workers: 2 });
+  }
+  if (want('tracing-on')) {
+    // The same server with tracing on, exporting every Check span (sampled parent) to an OTLP sink.
+    const sink = await startProcess('otlp-sink', process.execPath, [join(root, 'bench/otlp-sink.mjs')], { log: join(o.workDir, 'otlp-sink.log'), ready: jsonListening(1) });
+    servers.otlpSink = { ...sink, pids: () => [sink.pid] };
+    const tracing = { enabled: true, endpoint: `http://127.0.0.1:${servers.otlpSink.port}/v1/traces`, serviceName: 'oidc-ext-authz-bench' };
+    servers.traced = await startAuthz({ name: 'authz-traced', workDir: o.workDir, issuer, sessionKey, tracing, nodeArgs: profileArgs('authz-traced') });
   }
   if (baselineCli !== undefined) {
     servers.baseline = await startAuthz({ name: 'authz-baseline', workDir: o.workDir, issuer, sessionKey, cli: baselineCli, nodeArgs: profileArgs('authz-baseline') });
@@ -119,6 +129,9 @@ async function main() {
   if (oauth2ProxyCookie) log(`oauth2-proxy session: logged in through /oauth2/start + IdP + /oauth2/callback (${oauth2ProxyCookie.length} bytes)`);
 
   let scenarios = buildScenarios({ workDir: o.workDir, servers, idp, bearer, coldRs256, coldEs256, sessionCookie, oauth2ProxyCookie, callbackLogins: o.callbackLogins });
+  // The same process as servers.authz (its CPU, its /metrics), reached on its HTTP listener: not a server of its own.
+  const authzHttp = withHttp ? { ...servers.authz, base: `http://127.0.0.1:${servers.authz.httpPort}` } : undefined;
+  scenarios.push(...buildHttpScenarios({ servers: { noopHttp: servers.noopHttp, authzHttp }, bearer, sessionCookie }));
   if (servers.baseline) {
     // The same requests against the other build, compared per round like a peer: before/after a change in one run.
     const label = `baseline ${execFileSync('git', ['-C', o.baseline, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim()}`;
@@ -158,6 +171,12 @@ async function main() {
     }
   }
 
+  if (servers.otlpSink) {
+    const sink = await (await fetch(`http://127.0.0.1:${servers.otlpSink.port}/count`)).json();
+    // Proof that tracing-on exported: every measured Check of it is a span the sink received (less the last batch).
+    log(`otlp-sink: ${sink.checkSpans} Check spans in ${sink.requests} exports (${(sink.bytes / 1e6).toFixed(1)} MB)`);
+    if (sink.checkSpans === 0) throw new Error('tracing-on exported no span to the sink');
+  }
   const rss = {};
   for (const [name, server] of Object.entries(servers)) rss[name] = { name: server.name, mib: peakRssMiB(server.pids()), processes: server.pids().length };
   rss.idp = { name: 'idp', mib: peakRssMiB([idp.pid]), processes: 1 };

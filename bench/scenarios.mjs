@@ -21,7 +21,7 @@ function interleave(parts) {
 }
 
 /**
- * `c`: { workDir, servers: { noop, authz, cold, w1, w2, oauth2Proxy, opa, opaCached }, bearer, coldRs256, coldEs256,
+ * `c`: { workDir, servers: { noop, authz, cold, traced, w1, w2, oauth2Proxy, opa, opaCached }, bearer, coldRs256, coldEs256,
  * sessionCookie, oauth2ProxyCookie, callbackLogins }. Peers that are not running are left out.
  */
 export function buildScenarios(c) {
@@ -103,6 +103,27 @@ export function buildScenarios(c) {
     },
   ];
 
+  if (servers.traced) {
+    // What the mesh sends on every request: a sampled W3C parent. Off, the header is ignored; on, every Check is a
+    // span, exported in batches over OTLP/HTTP to a sink that answers 200 (bench/otlp-sink.mjs).
+    const traced = checkRequest('/notebooks/', {
+      authorization: `Bearer ${c.bearer}`, accept: 'application/json', 'sec-fetch-mode': 'cors',
+      traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+    });
+    list.push(
+      {
+        id: 'tracing-off', title: 'bearer, cached, traceparent sent, tracing off', group: 'ours', server: servers.authz, tool: 'h2load', ceiling: 'ceiling',
+        files: files('tracing-off', [traced]), expect: { reasons: { bearer_valid: 1 } }, fixedRate: false,
+        probes: [allow('good bearer', traced)],
+      },
+      {
+        id: 'tracing-on', title: 'bearer, cached, traceparent sent, tracing on (OTLP to a sink)', group: 'ours', server: servers.traced, tool: 'h2load', ceiling: 'ceiling',
+        peerOf: 'tracing-off', files: files('tracing-on', [traced]), expect: { reasons: { bearer_valid: 1 } }, fixedRate: false,
+        probes: [allow('good bearer', traced)],
+      },
+    );
+  }
+
   for (const [w, server] of [[1, servers.w1], [2, servers.w2]]) {
     if (!server) continue;
     list.push(
@@ -128,7 +149,7 @@ export function buildScenarios(c) {
     list.push(
       {
         id: 'oauth2-proxy-bearer', title: 'oauth2-proxy /oauth2/auth, bearer', group: 'peer', server: op, http1: true, httpPath: '/oauth2/auth',
-        headers: headers(bearerHeaders), tool: 'h2load', ceiling: 'ceiling', peerOf: 'bearer-cached', expect: { httpStatus: 202 }, fixedRate: false,
+        headers: headers(bearerHeaders), tool: 'h2load', ceiling: 'ceiling', peerOf: ['bearer-cached', 'http-bearer-cached'], expect: { httpStatus: 202 }, fixedRate: false,
         probes: [
           { name: 'good bearer', http: http(bearerHeaders), expect: 202 },
           { name: 'tampered bearer', http: http({ authorization: `Bearer ${tamper(c.bearer)}` }), expect: 401 },
@@ -136,7 +157,7 @@ export function buildScenarios(c) {
       },
       {
         id: 'oauth2-proxy-cookie', title: 'oauth2-proxy /oauth2/auth, session cookie', group: 'peer', server: op, http1: true, httpPath: '/oauth2/auth',
-        headers: headers(cookieHeaders), tool: 'h2load', ceiling: 'ceiling', peerOf: 'session-cached', expect: { httpStatus: 202 }, fixedRate: false,
+        headers: headers(cookieHeaders), tool: 'h2load', ceiling: 'ceiling', peerOf: ['session-cached', 'http-session-cached'], expect: { httpStatus: 202 }, fixedRate: false,
         probes: [
           { name: 'session cookie', http: http(cookieHeaders), expect: 202 },
           { name: 'no cookie', http: http({ cookie: OTHER_COOKIES }), expect: 401 },

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the external programs that the tests, the demo and the benchmarks
-# drive: Debian packages (redis-server, chromium, h2load), Go-built tools
-# (ghz, dex, oauth2-proxy, kustomize, helm, opa-envoy-plugin, etcd,
-# kube-apiserver) and Keycloak.
+# drive: Debian packages (redis-server, chromium, h2load, nginx), Go-built
+# tools (ghz, dex, oauth2-proxy, kustomize, helm, opa-envoy-plugin, etcd,
+# kube-apiserver, caddy, jaeger) and Keycloak.
 #
-# Usage: scripts/install-tools.sh [apt|go|keycloak|ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver]...
+# Usage: scripts/install-tools.sh [apt|go|keycloak|ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver|caddy|jaeger]...
 #        (no argument = everything)
 #
 # Go tools land in <repo>/.cache/tools/bin, built from the Go module proxy with
@@ -35,9 +35,21 @@
 #     v0.0.0 and replaces them with ./staging, which does not apply from another
 #     module: a throw-away module replaces each with its published v0.34.4
 #     (the list is read from kubernetes' own go.mod, so none is missed).
-#   Both are only for tests (test/support/kube-apiserver.ts). Cold builds on 2
+#   Both are only for tests (test/support/kube-apiserver.ts).
+#   - caddy v2.11.9: the newest release the proxy serves (issue 13: the
+#     gateway tests put a real Caddy's forward_auth in front of the product).
+#     `go install` of cmd/caddy makes caddy itself the main module, where its
+#     Version() finds no version and prints "unknown": CustomVersion stamps it.
+#     Cold build on 2 shared cores: 92 s wall (139 s user CPU). Cold builds on 2
 #   shared cores (load ~14, 2026-12-01): kube-apiserver 19m45s wall (7m42s
 #   user CPU), etcd 2m14s; with the Go build cache warm, 18 s and 8 s.
+#   - jaeger v1.76.0: the one release of github.com/jaegertracing/jaeger the
+#     proxy serves. Its cmd/jaeger is Jaeger v2 (an OpenTelemetry collector
+#     build: OTLP receiver, memory storage, query API), which the tracing tests
+#     export to and query (test/support/jaeger.ts). Built from a throw-away
+#     module (like `go get -tool`); the version is stamped with -X because a
+#     module build reports an empty one. Cold build on 2 shared cores
+#     (2026-12-02): 14m28s wall (5m40s user CPU); warm, a relink.
 #   - keycloak 26.5.6: the newest 26.5 patch Maven Central serves (the issue-10
 #     reproduction ran on 26.5). Its server zip (org.keycloak:keycloak-quarkus-dist)
 #     comes through Maven's own client into .cache/keycloak; it needs Java 21+
@@ -79,13 +91,18 @@ KUBE_MOD=k8s.io/kubernetes
 KUBE_VERSION=v1.34.4
 # The published k8s.io/<staging module> release that matches KUBE_VERSION.
 KUBE_STAGING_VERSION=v0.34.4
+JAEGER_MOD=github.com/jaegertracing/jaeger
+JAEGER_VERSION=v1.76.0
 KEYCLOAK_GAV=org.keycloak:keycloak-quarkus-dist
 KEYCLOAK_VERSION=26.5.6
+CADDY_MOD=github.com/caddyserver/caddy/v2
+CADDY_VERSION=v2.11.9
 MVN_DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
 # redis-sentinel is its own Debian package (the sentinel topology tests run it).
-APT_PACKAGES=(redis-server redis-sentinel chromium nghttp2-client)
-GO_TOOLS=(ghz dex oauth2-proxy kustomize helm opa-envoy-plugin etcd kube-apiserver)
+# nginx: Debian's build has the auth_request module compiled in (the gateway tests).
+APT_PACKAGES=(redis-server redis-sentinel chromium nghttp2-client nginx)
+GO_TOOLS=(ghz dex oauth2-proxy kustomize helm opa-envoy-plugin etcd kube-apiserver caddy jaeger)
 # Tools whose failure is reported but does not fail the script.
 OPTIONAL_TOOLS=" opa-envoy-plugin "
 
@@ -108,7 +125,7 @@ else
       apt) WANT[apt]=1 ;;
       keycloak) WANT[keycloak]=1 ;;
       go) for t in "${GO_TOOLS[@]}"; do WANT[$t]=1; done ;;
-      ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver) WANT[$a]=1 ;;
+      ghz|dex|oauth2-proxy|kustomize|helm|opa-envoy-plugin|etcd|kube-apiserver|caddy|jaeger) WANT[$a]=1 ;;
       *) echo "install-tools: unknown tool '$a'" >&2; usage; exit 2 ;;
     esac
   done
@@ -119,9 +136,11 @@ SKIPPED=()
 
 # ---- apt --------------------------------------------------------------------
 first_line() { "$@" 2>&1 | head -n1 || true; }
+# Debian puts nginx in /usr/sbin, which a non-root PATH may lack.
+nginx_binary() { command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; }; }
 
 install_apt() {
-  if command -v redis-server >/dev/null && command -v redis-sentinel >/dev/null && [ -x /usr/bin/chromium ] && command -v h2load >/dev/null; then
+  if command -v redis-server >/dev/null && command -v redis-sentinel >/dev/null && [ -x /usr/bin/chromium ] && command -v h2load >/dev/null && nginx_binary >/dev/null; then
     :
   else
     local sudo=()
@@ -152,6 +171,7 @@ install_apt() {
   # Debian's chromium wrapper may print a shell warning before the version.
   echo "chromium $(/usr/bin/chromium --version 2>/dev/null | awk '/Chromium/ {print $2; exit}') (/usr/bin/chromium)"
   echo "h2load $(first_line h2load --version | awk '{print $NF}' | sed 's#.*/##') ($(command -v h2load))"
+  echo "nginx $(first_line "$(nginx_binary)" -v | sed 's#.*nginx/##') ($(nginx_binary))"
 }
 
 # ---- Go ---------------------------------------------------------------------
@@ -183,6 +203,8 @@ tool_version_cmd() {
     opa-envoy-plugin) "$BIN/opa-envoy-plugin" version ;;
     etcd) "$BIN/etcd" --version ;;
     kube-apiserver) "$BIN/kube-apiserver" --version ;;
+    caddy) "$BIN/caddy" version ;;
+    jaeger) "$BIN/jaeger" version 2>/dev/null ;;
   esac
 }
 
@@ -198,6 +220,8 @@ tool_spec() { # prints: module version package method ldflags
     etcd) echo "$ETCD_MOD $ETCD_VERSION . tmpmod -" ;;
     # gitVersion: what /version and --version report (the default is v0.0.0-master).
     kube-apiserver) echo "$KUBE_MOD $KUBE_VERSION $KUBE_MOD/cmd/kube-apiserver tmpmod -X=k8s.io/component-base/version.gitVersion=$KUBE_VERSION" ;;
+    caddy) echo "$CADDY_MOD $CADDY_VERSION $CADDY_MOD/cmd/caddy install -X=$CADDY_MOD.CustomVersion=$CADDY_VERSION" ;;
+    jaeger) echo "$JAEGER_MOD $JAEGER_VERSION $JAEGER_MOD/cmd/jaeger tmpmod -X=$JAEGER_MOD/internal/version.latestVersion=$JAEGER_VERSION" ;;
   esac
 }
 

@@ -1,4 +1,5 @@
 import type { Config } from './config/schema.js';
+import { secretValue } from './config/load.js';
 import { buildEngine } from './build-engine.js';
 import { EngineSlot } from './check/engine.js';
 import type { ConfigEnvironment } from './config/load.js';
@@ -10,6 +11,7 @@ import { HttpAuthzServer } from './server/http-authz.js';
 import { RedisPool } from './session/redis-pool.js';
 import { createLogger, type Logger } from './telemetry/logger.js';
 import { Metrics } from './telemetry/metrics.js';
+import { startTracing } from './telemetry/tracing.js';
 
 /** What tests and embedders may inject; everything else comes from the config. */
 export interface AppDeps {
@@ -80,6 +82,7 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
   });
   const admin = new AdminServer(config.server.admin.host, config.server.admin.port, readiness, metrics, () => slot.current.backchannelLogout);
 
+  let stopTracing: (() => Promise<void>) | undefined;
   const app: App = {
     get config() {
       return slot.current.config;
@@ -93,6 +96,8 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
     ready: allReady,
     reload: (trigger = 'api') => (reloader ? reloader.reload(trigger) : Promise.resolve('error')),
     async start() {
+      // Before anything can make a span: the first key-set fetches and Checks are traced too.
+      if (config.tracing.enabled) stopTracing = await startTracing(tracingOptions(config));
       // Key sets and discovery are fetched in the background: an IdP that is down must not stop the server.
       void slot.current.start();
       app.adminPort = await admin.start();
@@ -115,8 +120,15 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
       health.close();
       await slot.current.close();
       await admin.close();
+      await stopTracing?.();
       logger.info('stopped');
     },
   };
   return app;
+}
+
+/** The `tracing` section with its header secrets read (parseConfig resolved them). */
+function tracingOptions(config: Config) {
+  const { headers, ...rest } = config.tracing;
+  return { ...rest, headers: Object.fromEntries(Object.entries(headers).map(([name, ref]) => [name, secretValue(ref)])) };
 }

@@ -9,13 +9,24 @@ commands:
   check-config   validate a config, print every problem with its dotted path; exit 1 on error
   demo           run the local demo: IdP, gateway emulator, app and this service on loopback
   render istio   print the Istio meshConfig provider and AuthorizationPolicy for a config
+  render nginx | ingress-nginx | caddy | traefik | istio-http | envoy-gateway
+                 print that proxy's config for the HTTP listener (docs/gateways.md)
+                 --auth-address HOST:PORT  --upstream HOST:PORT  --listen-port N  --host NAME  --format crd|file (traefik)
 `;
 
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      config: { type: 'string', short: 'c' },
+      help: { type: 'boolean', short: 'h' },
+      'auth-address': { type: 'string' },
+      upstream: { type: 'string' },
+      'listen-port': { type: 'string' },
+      host: { type: 'string' },
+      format: { type: 'string' },
+    },
   });
   const [command, sub] = positionals;
   if (values.help || command === undefined) {
@@ -43,10 +54,16 @@ async function main(argv: string[]): Promise<number> {
       return -1;
     }
     case 'render': {
-      if (sub !== 'istio') break;
-      const { renderIstio } = await import('./render-istio.js');
       // Rendered off-cluster: the in-pod files (CA bundle, token) are not there and are not needed to render.
-      process.stdout.write(renderIstio(loadConfigFile(configPathFrom(values.config), undefined, { runtimeFiles: false })));
+      const load = () => loadConfigFile(configPathFrom(values.config), undefined, { runtimeFiles: false });
+      if (sub === 'istio') {
+        const { renderIstio } = await import('./render-istio.js');
+        process.stdout.write(renderIstio(load()));
+        return 0;
+      }
+      const { renderGateway, GATEWAYS } = await import('./render-gateway-cli.js');
+      if (sub === undefined || !(GATEWAYS as readonly string[]).includes(sub)) break;
+      process.stdout.write(renderGateway(sub as (typeof GATEWAYS)[number], load(), values));
       return 0;
     }
   }

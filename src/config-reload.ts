@@ -48,11 +48,12 @@ interface Loaded {
 }
 
 /**
- * The listener settings: bound once at start, so a change to them cannot apply live. A reload that changes one is
+ * The listener settings (and tracing, whose exporter starts once with the process): bound once at start, so a change
+ * to them cannot apply live. A reload that changes one is
  * refused whole (outcome restart_required) rather than applied in part: the running config stays exactly one
  * validated version of the file, the one /readyz and the hash metric name.
  */
-const RESTART_ONLY = ['server.grpc.host', 'server.grpc.port', 'server.grpc.tls', 'server.grpc.workers', 'server.admin.host', 'server.admin.port', 'server.http'] as const;
+const RESTART_ONLY = ['server.grpc.host', 'server.grpc.port', 'server.grpc.tls', 'server.grpc.workers', 'server.admin.host', 'server.admin.port', 'server.http', 'tracing'] as const;
 
 /**
  * Config hot reload: reads the file again (on a watched change, SIGHUP or `reload()`), runs the one validation

@@ -112,7 +112,7 @@ export function policyHosts(hosts: readonly string[]): string[] {
  * 2 s unless the service's own outbound timeouts (IdP calls during login, JWKS fetches) are longer: the gateway must
  * not give up before the service can answer with its own explicit 503.
  */
-function meshTimeout(config: Config): { seconds: number; note: string[] } {
+export function meshTimeout(config: Config): { seconds: number; note: string[] } {
   const longest = Math.max(0, ...config.providers.map((p) => p.timeoutMs), ...config.issuers.map((i) => i.jwks.timeoutMs));
   if (longest < RECOMMENDED_TIMEOUT_MS) return { seconds: RECOMMENDED_TIMEOUT_MS / 1000, note: [] };
   const seconds = Math.ceil(longest / 1000) + 1;

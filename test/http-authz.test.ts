@@ -217,6 +217,20 @@ describe('one ladder, two transports', () => {
   });
 });
 
+describe('local replies with a 2xx status', () => {
+  it('reach the client through Envoy as 203 (Envoy allows only a 200), with the page, as gRPC answers them 200', async () => {
+    const crossSite = { ...NAVIGATE, cookie: sessionCookie, 'sec-fetch-site': 'cross-site' };
+    const viaGrpc = await grpc.check({ host, path: '/oauth2/sign_out', scheme: 'http', headers: crossSite });
+    expect(viaGrpc).toMatchObject({ allowed: false, httpStatus: 200 });
+    const viaHttp = await ask('envoy', { path: '/oauth2/sign_out', headers: crossSite });
+    expect(viaHttp.status).toBe(203);
+    expect(viaHttp.body).toBe(viaGrpc.body);
+    expect(one(viaHttp, 'content-security-policy')).toContain("frame-ancestors 'none'");
+    // Routed directly, the listener's answer is the client's response: the page as it is.
+    expect((await ask('direct', { path: '/oauth2/sign_out', headers: crossSite })).status).toBe(200);
+  });
+});
+
 describe('forwarded headers are trusted only from configured proxies', () => {
   it('refuses every request from a peer outside trustedProxies with 403 untrusted_peer, whatever it forwards', async () => {
     const app = createApp(

@@ -18,6 +18,8 @@ export type BrowserOutcome =
   | {
       kind: 'identity';
       reason: 'session_valid' | 'session_refreshed';
+      /** Config name of the provider the session was signed in with. */
+      provider: string;
       identity: Identity;
       /** Set-Cookie lines for the client (refreshed or slid session) via response_headers_to_add. */
       responseHeaders: readonly HeaderOption[];

@@ -62,6 +62,11 @@ export class Decider {
         : forbidden('tcp_denied');
   }
 
+  /** The name of the route rule `req` falls under (for traces; the ladder matches it itself). */
+  routeName(req: HttpRequestView): string {
+    return this.d.routes.match(req.host, req.path, req.scheme).name;
+  }
+
   /** Not async itself: the HTTP ladder's promise is handed back as is, with no extra wrapping per check. */
   decide(input: CheckInput): Promise<Decision> {
     switch (input.kind) {
@@ -112,7 +117,7 @@ export class Decider {
         outcome.memo.allow = cached;
       }
       const cookie = { changed: req.headers.cookie !== undefined, value: outcome.upstreamCookie };
-      return { reason: outcome.reason, response: this.allowFor(cached, req, cookie, outcome.responseHeaders) };
+      return { reason: outcome.reason, response: this.allowFor(cached, req, cookie, outcome.responseHeaders), issuer: outcome.provider };
     }
     return unauthorized('no_credentials');
   }
@@ -151,7 +156,7 @@ export class Decider {
     }
     if (route.issuers !== undefined && !route.issuers.has(entry.issuer)) return unauthorized('bearer_unknown_issuer', 'invalid_token');
     if (!isAuthorized(route, entry.identity.email, entry.identity.groups)) return forbidden('forbidden_user');
-    return { reason: 'bearer_valid', response: this.allowFor(entry.allow, req, this.d.browser?.stripCookies(req.headers.cookie)) };
+    return { reason: 'bearer_valid', response: this.allowFor(entry.allow, req, this.d.browser?.stripCookies(req.headers.cookie)), issuer: entry.issuer };
   }
 
   /** Verifies once per distinct token; the result (good or bad) is what the cache holds. */

@@ -8,6 +8,11 @@ import type { Decider } from './decide.js';
 import type { CheckInput } from './types.js';
 import { encodeDecisionResponse } from './wire/check-codec.js';
 import { StoreUnavailableError } from '../session/types.js';
+import { traceServer, type SpanAttributes } from '../telemetry/tracing.js';
+
+/** The span of one check, by the gRPC method it implements (`package.Service/Method`); the HTTP listener's checks too. */
+const CHECK_SPAN = 'envoy.service.auth.v3.Authorization/Check';
+const headersOf = (input: CheckInput) => (input.kind === 'http' ? input.http.headers : undefined);
 
 /** Turns a finished decision into one transport's answer; may throw (the wrapper then answers `internal_error`). */
 export type DecisionEncoder<Out> = (decision: Decision, input: CheckInput) => Out;
@@ -47,6 +52,15 @@ export function createDecisionWrapper(decider: Decider, metrics: Metrics, logger
   const storeDown = unavailable('store_unavailable', options.errorStatus);
   const internal = unavailable('internal_error', options.errorStatus);
 
+  const decide = (input: CheckInput) => decider.decide(input);
+  // Names only (route, issuer, reason codes): never a header, a path or an identity.
+  const describe = (decision: Decision, input: CheckInput): SpanAttributes => ({
+    'authz.reason': decision.reason,
+    'authz.result': resultOf(decision.reason, isAllow(decision)),
+    'authz.route': input.kind === 'http' ? decider.routeName(input.http) : input.kind,
+    ...(decision.issuer !== undefined ? { 'authz.issuer': decision.issuer } : {}),
+  });
+
   const count = (decision: Decision, input: CheckInput, start: number): void => {
     const kind = decision.response.kind;
     histogram.observe((performance.now() - start) / 1000);
@@ -79,7 +93,7 @@ export function createDecisionWrapper(decider: Decider, metrics: Metrics, logger
         const start = performance.now();
         let decision: Decision;
         try {
-          decision = await decider.decide(input);
+          decision = await traceServer(CHECK_SPAN, input, headersOf, decide, describe);
         } catch (err) {
           decision = err instanceof StoreUnavailableError ? storeDown : internal;
           logger.error({ reason: decision.reason, err: err instanceof Error ? err.message : String(err) }, 'decision failed');
@@ -109,6 +123,12 @@ export const encodeGrpcDecision: DecisionEncoder<Buffer> = (decision) => encodeD
  */
 export function createCheckHandler(decider: Decider, metrics: Metrics, logger: Logger, errorStatus: number, replyLinesPerSecond: number) {
   return createDecisionWrapper(decider, metrics, logger, { errorStatus, replyLinesPerSecond }).forTransport(encodeGrpcDecision);
+}
+
+/** A prepared response is always an allow (a cached, pre-encoded one). */
+function isAllow(decision: Decision): boolean {
+  const kind = decision.response.kind;
+  return kind === 'prepared' || kind === 'allow';
 }
 
 /**

@@ -112,6 +112,7 @@ function resolveSecrets(config: Config, environment: ConfigEnvironment): ConfigI
   config.providers.forEach((p, i) => {
     if (p.clientSecret !== undefined) p.clientSecret = resolve(p.clientSecret, `providers.${i}.clientSecret`);
   });
+  for (const [name, ref] of Object.entries(config.tracing.headers)) config.tracing.headers[name] = resolve(ref, `tracing.headers.${name}`);
   if (config.session) {
     const session = config.session;
     session.keys = session.keys.map((k, i) => resolve(k, `session.keys.${i}`));

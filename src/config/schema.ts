@@ -324,6 +324,23 @@ export const configSchema = z.strictObject({
     })
     .prefault({}),
   identity: identityHeaders.prefault({}),
+  tracing: z
+    .strictObject({
+      /** Off: spans leave the process, so exporting them is a decision an operator makes (and no SDK is loaded). */
+      enabled: z.boolean().default(false),
+      /** OTLP/HTTP protobuf traces URL; rules (scheme, no credentials in it) in src/config/tracing-rules.ts. */
+      endpoint: absoluteUrl.default('http://127.0.0.1:4318/v1/traces'),
+      serviceName: z.string().min(1).default('oidc-ext-authz'),
+      /** Share of new traces recorded; a sampled or unsampled parent (the mesh's decision) always wins. */
+      sampleRatio: z.number().min(0).max(1).default(1),
+      /** Export request headers (a collector's auth token): secret references, e.g. `{ file: /var/run/otel/token }`. */
+      headers: z.record(httpHeaderName, secret).default({}),
+      /** One export request's deadline: a slow collector delays only the exporter, never a Check. */
+      exportTimeoutMs: z.number().int().min(100).max(60_000).default(10_000),
+      /** Spans queued for export; past it new spans are dropped, so a dead collector cannot grow memory. */
+      maxQueueSize: z.number().int().min(1).max(100_000).default(2048),
+    })
+    .prefault({}),
   issuers: z.array(bearerIssuer).default([]),
   providers: z.array(provider).default([]),
   session: session.optional(),

@@ -3,6 +3,7 @@ import { parseCidr } from '../http/trusted-peers.js';
 import { HTTP_ENDPOINTS } from '../http/authz-contract.js';
 import type { BearerIssuerConfig, Config } from './schema.js';
 import { KUBERNETES_LEGACY_ISSUER } from './token-review.js';
+import { tracingProblems } from './tracing-rules.js';
 
 /** One problem in a configuration, addressed by its dotted path (`routes.2.path.regex`). */
 export interface ConfigIssue {
@@ -28,6 +29,7 @@ export function validateConfig(config: Config, files: FileReader | undefined): C
     ...routeProblems(config),
     ...serverProblems(config),
     ...sessionProblems(config),
+    ...tracingProblems(config),
     ...(files === undefined ? [] : fileProblems(config, files)),
   ];
 }

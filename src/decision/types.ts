@@ -72,4 +72,6 @@ export interface Decision {
   response: CheckResponseValue | PreparedAllow;
   /** Short, secret-free detail for the log line. */
   detail?: string;
+  /** Config name of the bearer issuer or login provider that vouched for an allow (a trace attribute). */
+  issuer?: string;
 }

@@ -21,15 +21,19 @@ import {
   type LocalReply,
   type ResponseMutations,
 } from './envoy.js';
+import { httpCheck, type HttpServiceOptions } from './envoy-http.js';
 import { listen } from './listen.js';
 
 export * from './envoy.js';
 export { compileCustomPolicy, type CustomOperation, type CustomPolicy } from './custom-policy.js';
+export type { HttpServiceOptions } from './envoy-http.js';
 
-/** Options of the emulated Istio ingress gateway (Envoy with the `envoyExtAuthzGrpc` provider). */
+/** Options of the emulated Istio ingress gateway (Envoy with the `envoyExtAuthzGrpc` or `envoyExtAuthzHttp` provider). */
 export interface GatewayOptions {
-  /** host:port of the Check gRPC server. */
+  /** host:port of the Check gRPC server (unused with `httpService`). */
   authzAddress: string;
+  /** Ask an HTTP authorization service instead of gRPC Check, as Envoy's HTTP ext_authz (`envoyExtAuthzHttp`) does. */
+  httpService?: HttpServiceOptions;
   /** Plain-http upstream, e.g. http://127.0.0.1:8081. */
   upstream: string;
   /** Listen address, default 127.0.0.1. */
@@ -145,7 +149,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const timeoutMs = opts.timeoutMs ?? 2000;
   const mode = opts.pathNormalization ?? 'BASE';
   const secure = opts.tls !== undefined;
-  const client = newClient(opts.authzAddress);
+  const httpService = opts.httpService;
+  const client = httpService === undefined ? newClient(opts.authzAddress) : undefined;
   const agent = new Agent({ keepAlive: true });
   const errors: string[] = [];
   // Upstream halves of upgraded connections; the downstream ones are closed by listen().
@@ -184,8 +189,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       destination: { address: local.address, port: local.port },
       nowMs: Date.now(),
     });
+    if (httpService !== undefined) {
+      return httpCheck(httpService, p, timeoutMs, agent, onAbort).then((r) => (r.kind === 'error' ? errorPath(p) : outcome(p, r.response)));
+    }
     return new Promise((resolve) => {
-      const call = client.Check(checkRequest, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
+      const call = client!.Check(checkRequest, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
         resolve(err || !res ? errorPath(p) : outcome(p, res));
       });
       onAbort(() => call.cancel());
@@ -299,7 +307,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     close: async () => {
       for (const s of sockets) s.destroy();
       agent.destroy();
-      client.close();
+      client?.close();
       await listening.close();
     },
   };

@@ -102,6 +102,11 @@ export function formatAuthority(authority: CanonicalAuthority, scheme: string): 
   return authority.port === '' || authority.port === defaultPort(scheme) ? authority.host : `${authority.host}:${authority.port}`;
 }
 
+/** A URL hostname (as `URL.hostname` gives it) that names this machine: `localhost`, 127/8 or `[::1]`. */
+export function isLoopbackHost(hostname: string): boolean {
+  return hostname === 'localhost' || hostname === '[::1]' || hostname === '::1' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+}
+
 /** The compressed form of a bracketed IPv6 literal, by the WHATWG URL parser; undefined when it is not one. */
 function ipv6Literal(bracketed: string): string | undefined {
   try {

@@ -15,6 +15,22 @@ export interface IdpFetchInit {
 
 export type IdpFetch = ((url: string, init?: IdpFetchInit) => Promise<Response>) & { close(): void };
 
+/** What a tracer may know of one exchange: never a header value, a body or a query string. */
+export interface IdpCall {
+  method: string;
+  url: URL;
+  /** `grant_type` of a form body (token endpoint), else undefined. */
+  grantType: string | undefined;
+  /** The request carries an Authorization header (userinfo, a Kubernetes JWKS). */
+  authorized: boolean;
+}
+
+/**
+ * Wraps one exchange, e.g. in a client span (src/telemetry/idp-span.ts); `run` performs it. `describe` is called only
+ * when a span is made, so with tracing off an exchange costs one call more.
+ */
+export type IdpCallTracer = (describe: () => IdpCall, run: () => Promise<Response>) => Promise<Response>;
+
 /** A failure to reach the IdP at all (refused, reset, DNS, timeout, body too large): safe to log. */
 export class IdpUnreachableError extends Error {
   readonly code = 'ERR_IDP_UNREACHABLE';
@@ -30,12 +46,12 @@ export class IdpUnreachableError extends Error {
  * followed (oauth4webapi asks for `redirect: manual` and treats a 3xx as an error), a capped body, and the caller's
  * AbortSignal (openid-client passes its timeout as one).
  */
-export function createIdpFetch(options: { ca?: string | undefined; maxBytes?: number } = {}): IdpFetch {
+export function createIdpFetch(options: { ca?: string | undefined; maxBytes?: number; trace?: IdpCallTracer } = {}): IdpFetch {
   const maxBytes = options.maxBytes ?? MAX_IDP_BODY_BYTES;
   const httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 64 });
   const httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 64, ...(options.ca !== undefined ? { ca: options.ca } : {}) });
 
-  const idpFetch = (url: string, init: IdpFetchInit = {}): Promise<Response> =>
+  const exchange = (url: string, init: IdpFetchInit = {}): Promise<Response> =>
     new Promise<Response>((resolve, reject) => {
       const target = new URL(url);
       if (target.protocol !== 'https:' && target.protocol !== 'http:') {
@@ -103,10 +119,24 @@ export function createIdpFetch(options: { ca?: string | undefined; maxBytes?: nu
       req.end(body);
     });
 
+  const trace = options.trace;
+  const idpFetch =
+    trace === undefined
+      ? exchange
+      : (url: string, init: IdpFetchInit = {}): Promise<Response> => trace(() => describeCall(url, init), () => exchange(url, init));
+
   return Object.assign(idpFetch, {
     close() {
       httpAgent.destroy();
       httpsAgent.destroy();
     },
   });
+}
+
+function describeCall(url: string, init: IdpFetchInit): IdpCall {
+  const body = init.body;
+  const form = body instanceof URLSearchParams ? body : typeof body === 'string' && body.includes('grant_type=') ? new URLSearchParams(body) : undefined;
+  const headers = init.headers;
+  const authorized = headers instanceof Headers ? headers.has('authorization') : headers !== undefined && Object.keys(headers).some((k) => k.toLowerCase() === 'authorization');
+  return { method: init.method ?? 'GET', url: new URL(url), grantType: form?.get('grant_type') ?? undefined, authorized };
 }

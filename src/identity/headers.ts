@@ -21,6 +21,23 @@ const KNOWN_IDENTITY_HEADERS = [
 ];
 
 /**
+ * The names an allow may set for `config` (the userid and groups headers, the x-auth-request-* family, Authorization
+ * when the ID token is forwarded), in the order `forIdentity` sets them: what a proxy must copy from the HTTP
+ * listener's answer onto the upstream request. The renderers' one source for it.
+ */
+export function identityHeaderNames(config: Config['identity'], forwardIdToken: boolean): string[] {
+  const names = [config.userId, config.groups];
+  if (config.authRequest) names.push('x-auth-request-user', 'x-auth-request-email', 'x-auth-request-groups', 'x-auth-request-preferred-username');
+  if (forwardIdToken) names.push('authorization');
+  return names;
+}
+
+/** Every identity header name a client's copy of is removed (canonical "-" form), for proxies that strip by name. */
+export function strippedHeaderNames(config: Config['identity']): string[] {
+  return [...new Set([...KNOWN_IDENTITY_HEADERS, config.userId, config.groups, ...config.extraStrip])];
+}
+
+/**
  * Turns an identity into upstream header mutations, and finds client-sent copies of identity headers.
  * Built once from the config; the per-request work is one pass over the request's header names.
  */
@@ -32,7 +49,7 @@ export class IdentityHeaders {
 
   constructor(config: Config['identity']) {
     this.config = config;
-    this.strip = new Set([...KNOWN_IDENTITY_HEADERS, config.userId, config.groups, ...config.extraStrip]);
+    this.strip = new Set(strippedHeaderNames(config));
   }
 
   /**

@@ -153,6 +153,7 @@ export class OidcBrowserFlow implements BrowserFlow {
         return {
           kind: 'identity',
           reason: entry.reason,
+          provider: entry.provider,
           identity: entry.identity,
           responseHeaders: entry.responseHeaders,
           upstreamCookie: this.stripCookies(req.headers.cookie).value,

@@ -5,6 +5,10 @@ import { secretValue } from '../config/load.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { CounterChild, Metrics } from '../telemetry/metrics.js';
 import { createIdpFetch, IdpUnreachableError, type IdpFetch } from '../http/idp-fetch.js';
+import { idpCallTracer } from '../telemetry/idp-span.js';
+
+/** Discovery, token, refresh, userinfo and revocation calls, each a client span when tracing is on. */
+const traceOidcCall = idpCallTracer('oidc');
 
 /** The provider events counted in `oidc_ext_authz_oidc_events_total{provider, event}`. */
 export const PROVIDER_EVENTS = [
@@ -84,7 +88,7 @@ export class OidcProvider {
     this.logger = deps.logger;
     this.retry = deps.retry ?? DEFAULT_RETRY;
     const ca = config.caFile === undefined ? undefined : readFileSync(config.caFile, 'utf8');
-    this.fetch = deps.fetch ?? createIdpFetch({ ca });
+    this.fetch = deps.fetch ?? createIdpFetch({ ca, trace: traceOidcCall });
     for (const event of PROVIDER_EVENTS) this.events.set(event, deps.metrics.providerEvents.child({ provider: config.name, event }));
     for (const outcome of BACKCHANNEL_OUTCOMES) this.backchannel.set(outcome, deps.metrics.backchannelLogouts.child({ provider: config.name, outcome }));
   }

@@ -8,12 +8,15 @@ import { allChunkNames, chunkNames, cookieName, cookieOptions, expireCookie, rea
 import type { KeyRing } from './key-ring.js';
 import { SingleFlight } from './single-flight.js';
 import { StoreUnavailableError, type SessionData, type SessionHandle, type SessionLoad, type SessionStore } from './types.js';
+import { traceClient } from '../telemetry/tracing.js';
 
 /** Purpose (AAD) of the sealed session id in the cookie. */
 export const SESSION_ID_PURPOSE = 'session-id';
 const ID_BYTES = 32;
 const LOCK_DONE = 'done';
 const LOCK_POLL_MS = 50;
+/** Every round trip (a command, a pipeline) is one `redis` client span when tracing is on; keys are never attributes. */
+const REDIS_SPAN = Object.freeze({ 'db.system.name': 'redis' });
 
 /**
  * Compare-and-release: only the holder's token may end the lock. A successful refresh leaves a short "done"
@@ -242,7 +245,7 @@ export class RedisSessionStore implements SessionStore {
 
   private async command<R>(run: () => Promise<R>): Promise<R> {
     try {
-      return await run();
+      return await traceClient('redis', REDIS_SPAN, run);
     } catch (err) {
       throw new StoreUnavailableError(`redis: ${(err as Error).message}`, { cause: err });
     }

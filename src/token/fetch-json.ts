@@ -1,4 +1,8 @@
+import { isLoopbackHost } from '../http/authority.js';
 import { createIdpFetch } from '../http/idp-fetch.js';
+import { idpCallTracer } from '../telemetry/idp-span.js';
+
+const traceKeyFetch = idpCallTracer('jwks');
 
 /** Options of one bounded JSON GET. */
 export interface FetchJsonOptions {
@@ -25,14 +29,14 @@ export const MAX_JSON_BYTES = 1024 * 1024;
  */
 export async function fetchJson(url: URL, options: FetchJsonOptions): Promise<unknown> {
   if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new Error(`unsupported URL scheme ${url.protocol}`);
-  if (options.bearer !== undefined && url.protocol === 'http:' && !isLoopback(url.hostname)) {
+  if (options.bearer !== undefined && url.protocol === 'http:' && !isLoopbackHost(url.hostname)) {
     throw new Error('refusing to send a bearer token over plain http to a non-loopback host');
   }
   const headers: Record<string, string> = { accept: 'application/json, application/jwk-set+json' };
   if (options.bearer !== undefined) headers.authorization = `Bearer ${options.bearer}`;
   const deadline = AbortSignal.timeout(options.timeoutMs);
   const signal = options.signal === undefined ? deadline : AbortSignal.any([options.signal, deadline]);
-  const client = createIdpFetch({ ca: options.ca, maxBytes: options.maxBytes });
+  const client = createIdpFetch({ ca: options.ca, maxBytes: options.maxBytes, trace: traceKeyFetch });
   try {
     let res: Response;
     try {
@@ -51,8 +55,4 @@ export async function fetchJson(url: URL, options: FetchJsonOptions): Promise<un
   } finally {
     client.close();
   }
-}
-
-function isLoopback(hostname: string): boolean {
-  return hostname === 'localhost' || hostname === '[::1]' || hostname === '::1' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
 }

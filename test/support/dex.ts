@@ -1,10 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { freePort } from './ports.js';
+import { spawnTool } from './tool-process.js';
 import { findTool } from './find-tool.js';
 
 /** A real Dex (the Go binary `bash scripts/install-tools.sh dex` builds) on loopback, for one test file. */
@@ -92,36 +92,15 @@ export async function startDex(binary: string, options: DexOptions): Promise<Tes
   const configPath = join(dir, 'config.yaml');
   writeFileSync(configPath, stringify(config));
 
-  const lines: string[] = [];
-  const keep = (chunk: Buffer) => {
-    lines.push(...chunk.toString('utf8').split('\n').filter((l) => l !== ''));
-    if (lines.length > 300) lines.splice(0, lines.length - 300);
-  };
-  const child: ChildProcess = spawn(binary, ['serve', configPath], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  // A worker that dies without afterAll must not leave Dex running.
-  const killOnExit = () => child.kill('SIGKILL');
-  process.once('exit', killOnExit);
-
-  const close = async () => {
-    process.removeListener('exit', killOnExit);
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
-    }
-    rmSync(dir, { recursive: true, force: true });
-  };
+  const tool = spawnTool(binary, ['serve', configPath], dir);
+  const close = tool.close;
 
   let discovery: Record<string, unknown> | undefined;
   const deadline = Date.now() + 30_000;
   while (discovery === undefined) {
-    if (child.exitCode !== null || child.signalCode !== null || Date.now() > deadline) {
+    if (tool.exited() || Date.now() > deadline) {
       await close();
-      throw new Error(`dex did not serve ${issuer}/.well-known/openid-configuration (exit ${child.exitCode ?? child.signalCode}):\n${lines.join('\n')}`);
+      throw new Error(`dex did not serve ${issuer}/.well-known/openid-configuration (exit ${tool.child.exitCode ?? tool.child.signalCode}):\n${tool.logs()}`);
     }
     try {
       const res = await fetch(`${issuer}/.well-known/openid-configuration`, { signal: AbortSignal.timeout(2000) });
@@ -132,5 +111,5 @@ export async function startDex(binary: string, options: DexOptions): Promise<Tes
     if (discovery === undefined) await sleep(50);
   }
 
-  return { issuer, origin, port, clientId, clientSecret, discovery, logs: () => lines.join('\n'), close };
+  return { issuer, origin, port, clientId, clientSecret, discovery, logs: tool.logs, close };
 }

@@ -5,6 +5,7 @@ import { parseConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { startEchoUpstream, type EchoUpstream } from '../../src/emulator/echo-upstream.js';
 import { startGateway, type CustomPolicy, type EnvoyVersion, type Gateway } from '../../src/emulator/gateway.js';
+import { istioHttpProvider } from '../../src/render-envoy-http.js';
 import type { DevClient, DevTtl } from '../../src/oidc/dev-idp.js';
 import { createLogger } from '../../src/telemetry/logger.js';
 import { USERS, startTestIdp, type TestIdp } from './idp.js';
@@ -45,8 +46,15 @@ export interface StackOptions {
   envoyVersion?: EnvoyVersion;
   /** Check only the requests this CUSTOM policy matches, as Istio does (default: every request). */
   customPolicy?: CustomPolicy;
+  /** The `tracing` config (export to a test Jaeger). */
+  tracing?: Record<string, unknown>;
   /** Merged into `server.http`: the HTTP authorization listener (on loopback, port 0, when enabled here). */
   httpListener?: Record<string, unknown>;
+  /**
+   * `http`: every gateway asks the HTTP listener as Envoy's HTTP ext_authz does, configured with the rendered
+   * `envoyExtAuthzHttp` provider (the listener is enabled). Default `grpc`.
+   */
+  transport?: 'grpc' | 'http';
 }
 
 /** IdP + N product replicas (createApp) + N Envoy emulators + one echo upstream, all on loopback. */
@@ -97,10 +105,13 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     server: {
       grpc: { host: '127.0.0.1', port: 0 },
       admin: { host: '127.0.0.1', port: 0 },
-      ...(options.httpListener ? { http: { host: '127.0.0.1', port: 0, ...options.httpListener } } : {}),
+      ...(options.httpListener || options.transport === 'http'
+        ? { http: { host: '127.0.0.1', port: 0, ...(options.transport === 'http' ? { enabled: true } : {}), ...options.httpListener } }
+        : {}),
     },
     log: { level: 'silent' },
     ...(options.issuers !== undefined ? { issuers: options.issuers } : {}),
+    ...(options.tracing !== undefined ? { tracing: options.tracing } : {}),
     providers: [
       {
         name: 'corp',
@@ -173,9 +184,23 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     const app = createApp(config, { logger, now: () => Date.now() + stack.skew * 1000 });
     await app.start();
     stack.apps.push(app);
+    const provider = options.transport === 'http' ? istioHttpProvider(config) : undefined;
     stack.gateways.push(
       await startGateway({
         authzAddress: `127.0.0.1:${app.grpcPort}`,
+        ...(provider
+          ? {
+              httpService: {
+                url: `http://127.0.0.1:${app.httpPort}`,
+                pathPrefix: provider.pathPrefix,
+                allowedHeaders: provider.includeRequestHeadersInCheck,
+                upstreamHeaders: provider.headersToUpstreamOnAllow,
+                clientHeadersOnSuccess: provider.headersToDownstreamOnAllow,
+              },
+              failOpen: provider.failOpen,
+              statusOnError: Number(provider.statusOnError),
+            }
+          : {}),
         upstream: stack.echo.url,
         port: i === 0 ? gwPort : 0,
         ...(options.tls ? { tls: options.tls } : {}),
