@@ -2,10 +2,13 @@ import type { Config } from './config/schema.js';
 import { secretValue } from './config/load.js';
 import { buildEngine } from './build-engine.js';
 import { EngineSlot } from './check/engine.js';
+import type { ConfigEnvironment } from './config/load.js';
+import { ConfigReloader, type ReloadOutcome, type ReloadTrigger } from './config-reload.js';
 import { AdminServer, type ReadinessCheck } from './server/admin.js';
 import { GrpcServer } from './server/grpc.js';
 import { HealthService } from './server/health.js';
 import { HttpAuthzServer } from './server/http-authz.js';
+import { RedisPool } from './session/redis-pool.js';
 import { createLogger, type Logger } from './telemetry/logger.js';
 import { Metrics } from './telemetry/metrics.js';
 import { startTracing } from './telemetry/tracing.js';
@@ -15,6 +18,16 @@ export interface AppDeps {
   logger?: Logger;
   /** Epoch milliseconds. */
   now?: () => number;
+  /**
+   * Hot reload (src/config-reload.ts): the file `config` was loaded from, watched from `start()` on. Without it the
+   * config never changes.
+   */
+  reload?: {
+    path: string;
+    environment?: ConfigEnvironment;
+    watch?: { debounceMs?: number; pollMs?: number } | false;
+    startTimeoutMs?: number;
+  };
 }
 
 /** A running service: ports, readiness, and an orderly stop. */
@@ -31,6 +44,8 @@ export interface App {
   /** The HTTP authorization listener's port; 0 when `server.http` is off. */
   httpPort: number;
   ready(): boolean;
+  /** Reads the config file again and swaps it in if it is valid (SIGHUP); 'error' without `deps.reload`. */
+  reload(trigger?: ReloadTrigger): Promise<ReloadOutcome>;
   start(): Promise<void>;
   /** SIGTERM path: NOT_SERVING first, optional delay, drain in-flight checks, close. */
   stop(): Promise<void>;
@@ -45,10 +60,13 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
   const now = deps.now ?? Date.now;
   const logger = deps.logger ?? createLogger(config.log.level);
   const metrics = new Metrics();
-  const slot = new EngineSlot(buildEngine(config, { metrics, logger, now }));
+  const redis = new RedisPool();
+  const build = (next: Config) => buildEngine(next, { metrics, logger, now, redis });
+  const slot = new EngineSlot(build(config));
+  const reloader = deps.reload && new ConfigReloader({ ...deps.reload, slot, build, metrics, logger, now });
 
   // Looked up per probe, not per check: a reload may add or remove the browser flow and its checks.
-  const readiness = (): readonly ReadinessCheck[] => slot.current.readiness;
+  const readiness = (): readonly ReadinessCheck[] => (reloader ? [...slot.current.readiness, reloader.readiness] : slot.current.readiness);
   const allReady = () => readiness().every((r) => r.ready());
   const health = new HealthService(allReady);
   // Listener settings need a restart (a reload refuses to change them): the listener is built from the first config.
@@ -76,6 +94,7 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
     adminPort: 0,
     httpPort: 0,
     ready: allReady,
+    reload: (trigger = 'api') => (reloader ? reloader.reload(trigger) : Promise.resolve('error')),
     async start() {
       // Before anything can make a span: the first key-set fetches and Checks are traced too.
       if (config.tracing.enabled) stopTracing = await startTracing(tracingOptions(config));
@@ -85,14 +104,18 @@ export function createApp(config: Config, deps: AppDeps = {}): App {
       app.grpcPort = await grpcServer.start();
       app.httpPort = (await httpServer?.start()) ?? 0;
       logger.info({ grpcPort: app.grpcPort, adminPort: app.adminPort, ...(httpServer ? { httpPort: app.httpPort } : {}), issuers: config.issuers.length, providers: config.providers.length }, 'listening');
+      await reloader?.start();
     },
     async stop() {
+      reloader?.close();
       health.setDraining();
       admin.setDraining();
-      const delay = config.server.shutdownDelaySeconds * 1000;
+      // The shutdown timings reload; the listeners do not (see RESTART_ONLY in src/config-reload.ts).
+      const { shutdownDelaySeconds, shutdownGraceSeconds } = slot.current.config.server;
+      const delay = shutdownDelaySeconds * 1000;
       if (delay > 0) await new Promise((r) => setTimeout(r, delay));
       logger.info({ inFlight: grpcServer.inFlight + (httpServer?.inFlight ?? 0) }, 'draining');
-      const grace = config.server.shutdownGraceSeconds * 1000;
+      const grace = shutdownGraceSeconds * 1000;
       await Promise.all([grpcServer.drain(grace), httpServer?.drain(grace)]);
       health.close();
       await slot.current.close();

@@ -11,6 +11,7 @@ import { KeyRing } from './session/key-ring.js';
 import { LoginStateCookies } from './session/login-state.js';
 import { RandomPool } from './session/random-pool.js';
 import { createSessionStore } from './session/index.js';
+import type { RedisLease, RedisPool } from './session/redis-pool.js';
 import type { SessionStore } from './session/types.js';
 import type { Logger } from './telemetry/logger.js';
 import type { Metrics } from './telemetry/metrics.js';
@@ -22,6 +23,8 @@ export interface EngineDeps {
   logger: Logger;
   /** Epoch milliseconds. */
   now: () => number;
+  /** Redis clients shared by the engines of successive configs (kept while `session.redis` is unchanged). */
+  redis?: RedisPool;
 }
 
 /**
@@ -50,11 +53,14 @@ export function buildEngine(config: Config, deps: EngineDeps): Engine {
 
   let store: SessionStore | undefined;
   let browser: OidcBrowserFlow | undefined;
+  let redisLease: RedisLease | undefined;
   if (config.session !== undefined && config.providers.length > 0) {
     // One CSPRNG pool for seal IVs and login secrets: bulk refills instead of an OpenSSL call per value.
     const random = new RandomPool();
     const keyRing = new KeyRing(config.session.keys.map((k) => decodeKey(secretValue(k))!), { randomBytes: (n) => random.bytes(n) });
-    store = createSessionStore(config.session, keyRing, { now });
+    const redisConfig = config.session.store === 'redis' ? config.session.redis : undefined;
+    redisLease = redisConfig !== undefined ? deps.redis?.acquire(redisConfig) : undefined;
+    store = createSessionStore(config.session, keyRing, { now, ...(redisLease ? { redis: redisLease.client } : {}) });
     const loginState = new LoginStateCookies(config.session, keyRing, { now, random });
     browser = new OidcBrowserFlow({ config, store, loginState, metrics, logger, now });
   }
@@ -93,8 +99,10 @@ export function buildEngine(config: Config, deps: EngineDeps): Engine {
     },
     async close() {
       verifier.close();
+      tokenCache.close();
       await browser?.close();
       await store?.close();
+      await redisLease?.release();
     },
   };
 }

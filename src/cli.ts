@@ -44,7 +44,8 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'serve': {
       const { serve } = await import('./main.js');
-      await serve(loadConfigFile(configPathFrom(values.config)));
+      const path = configPathFrom(values.config);
+      await serve(loadConfigFile(path), path);
       return -1;
     }
     case 'demo': {

@@ -7,8 +7,10 @@ import type { Config } from './config/schema.js';
  * With `server.grpc.workers: N`, the primary forks N workers that share the gRPC and admin ports (Node's cluster
  * module hands connections out round-robin); each worker has its own caches, and /metrics shows the worker that answers.
  * `parseConfig` has refused workers with port 0, so every worker shares the same fixed ports.
+ * With `path` (the file `config` came from), the config hot-reloads: on a change to it or the files it names, and on
+ * SIGHUP (the primary passes SIGHUP on to its workers, each of which reloads itself).
  */
-export async function serve(config: Config): Promise<App | undefined> {
+export async function serve(config: Config, path?: string): Promise<App | undefined> {
   const workers = config.server.grpc.workers;
   if (workers > 0 && cluster.isPrimary) {
     let stopping = false;
@@ -25,10 +27,15 @@ export async function serve(config: Config): Promise<App | undefined> {
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
+    process.on('SIGHUP', () => {
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
+    });
     return undefined;
   }
 
-  const app = createApp(config);
+  const app = createApp(config, path === undefined ? {} : { reload: { path } });
+  // Before start: without a handler a SIGHUP that arrives while starting would end the process.
+  process.on('SIGHUP', () => void app.reload('signal'));
   await app.start();
   let stopping = false;
   const stop = (signal: string) => {

@@ -56,6 +56,7 @@ export class DecisionCache<V extends Cacheable> {
   private readonly miss: CounterChild;
   private readonly evict: CounterChild;
   private readonly expired: CounterChild;
+  private readonly unregister: Array<() => void>;
 
   constructor(options: DecisionCacheOptions) {
     if (!Number.isInteger(options.maxEntries) || options.maxEntries < 1) {
@@ -81,12 +82,20 @@ export class DecisionCache<V extends Cacheable> {
       },
     });
     // Keyed by cache name: the cache a reload builds in this one's place takes over its series.
-    options.metrics.gauge('oidc_ext_authz_cache_entries', 'Entries held by the decision caches.', () => [
-      { labels: { cache: options.name }, value: this.lru.size },
-    ], options.name);
-    options.metrics.gauge('oidc_ext_authz_cache_bytes', 'Approximate bytes held by the decision caches.', () => [
-      { labels: { cache: options.name }, value: this.lru.calculatedSize },
-    ], options.name);
+    this.unregister = [
+      options.metrics.gauge('oidc_ext_authz_cache_entries', 'Entries held by the decision caches.', () => [
+        { labels: { cache: options.name }, value: this.lru.size },
+      ], options.name),
+      options.metrics.gauge('oidc_ext_authz_cache_bytes', 'Approximate bytes held by the decision caches.', () => [
+        { labels: { cache: options.name }, value: this.lru.calculatedSize },
+      ], options.name),
+    ];
+  }
+
+  /** Empties the cache and takes its gauges off the registry (the engine that owned it was replaced). */
+  close(): void {
+    for (const u of this.unregister) u();
+    this.lru.clear();
   }
 
   /** SHA-256 of the credential, base64: the only form in which a credential is kept. */

@@ -22,7 +22,8 @@ export interface ConfigEnvironment {
   readFile(path: string): string;
 }
 
-const processEnvironment: ConfigEnvironment = {
+/** The real process: `process.env` and files read as UTF-8. */
+export const processEnvironment: ConfigEnvironment = {
   env: process.env,
   readFile: (path) => readFileSync(path, 'utf8'),
 };

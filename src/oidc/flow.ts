@@ -193,6 +193,7 @@ export class OidcBrowserFlow implements BrowserFlow {
 
   async close(): Promise<void> {
     for (const p of this.providers) p.close();
+    this.cache.close();
   }
 
   private providerFor(route: CompiledRoute): OidcProvider {

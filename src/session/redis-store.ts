@@ -73,6 +73,7 @@ export class RedisSessionStore implements SessionStore {
   private readonly waitReplicas: number;
   private readonly waitTimeoutMs: number;
   private readonly flights = new SingleFlight<{ ran: true; value: unknown } | { ran: false }>();
+  private readonly onError: (err: Error) => void;
 
   constructor(
     private readonly config: SessionConfig,
@@ -83,7 +84,8 @@ export class RedisSessionStore implements SessionStore {
     this.client = deps.redis ?? createRedisClient(config.redis);
     this.ownsClient = deps.redis === undefined;
     const onError = deps.onError ?? (() => {});
-    this.client.on('error', (err: Error) => onError(err));
+    this.onError = (err: Error) => onError(err);
+    this.client.on('error', this.onError);
     this.name = cookieName(config.cookieName, config);
     this.opts = cookieOptions(config);
     this.prefix = config.redis.keyPrefix;
@@ -194,7 +196,11 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async close(): Promise<void> {
-    if (!this.ownsClient) return;
+    if (!this.ownsClient) {
+      // A shared client outlives this store (config reloads): leave no listener behind on it.
+      this.client.off('error', this.onError);
+      return;
+    }
     try {
       await this.client.quit();
     } catch {

@@ -72,6 +72,11 @@ export class Gauge {
     this.readers.set(key, read);
   }
 
+  /** Stops reading `read` (only if it is still the reader under `key`: a newer owner's stays). */
+  unset(key: string, read: GaugeReader): void {
+    if (this.readers.get(key) === read) this.readers.delete(key);
+  }
+
   render(): string {
     let out = `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} gauge\n`;
     for (const read of this.readers.values()) for (const { labels, value } of read()) out += `${this.name}${renderLabels(labels)} ${value}\n`;
@@ -131,6 +136,7 @@ export class Metrics {
     'oidc_ext_authz_log_lines_suppressed_total',
     'Reply log lines dropped by log.denyLinesPerSecond, by reason and result (the decisions metric still counts every check).',
   );
+  readonly configReloads = new Counter('oidc_ext_authz_config_reloads_total', 'Config reloads by outcome (success, unchanged, invalid, restart_required, error).');
   private readonly gauges = new Map<string, Gauge>();
 
   constructor() {
@@ -150,9 +156,11 @@ export class Metrics {
 
   /**
    * Registers a scrape-time gauge. Owners of one name each pass their own `key` (default ""), and a later call with
-   * the same name and key replaces that owner's reader; the help text must match the first registration's.
+   * the same name and key replaces that owner's reader; the help text must match the first registration's. The
+   * returned function takes this reader off again (an engine's caches when a reload has replaced it); a newer reader
+   * under the same key is left alone.
    */
-  gauge(name: string, help: string, read: GaugeReader, key = ''): void {
+  gauge(name: string, help: string, read: GaugeReader, key = ''): () => void {
     let gauge = this.gauges.get(name);
     if (gauge === undefined) {
       gauge = new Gauge(name, help);
@@ -161,11 +169,13 @@ export class Metrics {
       throw new Error(`metrics: gauge ${name} registered twice with different help texts`);
     }
     gauge.set(key, read);
+    const owner = gauge;
+    return () => owner.unset(key, read);
   }
 
   /** Prometheus text exposition format 0.0.4. */
   render(): string {
-    return [this.checkDuration, this.decisions, this.cache, this.jwksFetches, this.providerEvents, this.backchannelLogouts, this.tokenReviews, this.logLinesSuppressed, ...this.gauges.values()]
+    return [this.checkDuration, this.decisions, this.cache, this.jwksFetches, this.providerEvents, this.backchannelLogouts, this.tokenReviews, this.logLinesSuppressed, this.configReloads, ...this.gauges.values()]
       .map((m) => m.render())
       .join('');
   }

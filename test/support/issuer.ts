@@ -19,6 +19,8 @@ export class TestIssuer {
   mode: 'ok' | 'down' | 'garbage' | 'empty' = 'ok';
   /** Delay before answering the JWKS (to hold checks in flight). */
   delayMs = 0;
+  /** While set, JWKS requests are answered only once it resolves (holds a check in flight for as long as a test needs). */
+  gate: Promise<void> | undefined;
   private server: Server | undefined;
   url = '';
 
@@ -67,6 +69,10 @@ export class TestIssuer {
       }
       if (req.url === '/jwks') {
         this.jwksRequests++;
+        if (this.gate !== undefined) {
+          void this.gate.then(() => this.answerJwks(res));
+          return;
+        }
         if (this.delayMs > 0) {
           const delay = this.delayMs;
           setTimeout(() => this.answerJwks(res), delay);
