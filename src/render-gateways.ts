@@ -193,7 +193,12 @@ export function renderCaddy(config: Config, options: RenderGatewayOptions = {}):
   const r = resolve(config, options);
   // Before forward_auth: names we never set, and "_" twins of the ones we copy (copy_headers deletes only the "-"
   // name). Authorization after it: the listener needs the bearer token.
-  const before = [...r.strip.flatMap(withUnderscore), ...r.copy.filter((h) => h.includes('-')).map(underscored)];
+  // The client's forwarding headers too: forward_auth sets its own on the auth request, and the app must not see theirs.
+  const before = [
+    ...r.strip.flatMap(withUnderscore),
+    ...r.copy.filter((h) => h.includes('-')).map(underscored),
+    ...FORWARDING_HEADERS.map((h) => h.toLowerCase()),
+  ];
   return [
     '# oidc-ext-authz: Caddy forward_auth (rendered by `oidc-ext-authz render caddy`).',
     `http://${r.host}:${r.listenPort} {`,
