@@ -17,13 +17,15 @@ export const AUDIENCE = 'bench';
  * the bearer issuers and drops the browser login (bench/memory.mjs: a bare JWKS server has no discovery to log in with).
  * `tracing`: the config's tracing section (the tracing-on scenario exports to bench/otlp-sink.mjs).
  */
-export function authzConfig({ issuer, grpcPort, adminPort, httpPort, cache, workers, sessionKey, issuers, tracing }) {
+export function authzConfig({ issuer, grpcPort, adminPort, httpPort, cache, workers, sessionKey, issuers, tracing, extra }) {
   if (issuers) {
     return {
       server: { grpc: { host: '127.0.0.1', port: grpcPort, workers }, admin: { host: '127.0.0.1', port: adminPort } },
       log: { level: 'info' },
       ...(cache ? { cache } : {}),
       issuers,
+      // bench/memory.mjs: its own login provider, session and routes next to the bearer issuers.
+      ...extra,
     };
   }
   // The HTTP authorization listener only when asked for: a --baseline build may predate it (the schema is strict).
@@ -50,12 +52,12 @@ export function authzConfig({ issuer, grpcPort, adminPort, httpPort, cache, work
  * Starts `node dist/cli.js serve` with that config (`cli`: another build's cli.js, for a baseline). Fixed ports (cluster
  * workers need them). Resolves when every process is listening and /readyz says ready (JWKS fetched, provider discovered).
  */
-export async function startAuthz({ name, workDir, issuer, cache, workers = 0, sessionKey, issuers, http = false, tracing, nodeArgs = [], cli = join(root, 'dist/cli.js') }) {
+export async function startAuthz({ name, workDir, issuer, cache, workers = 0, sessionKey, issuers, http = false, tracing, extra, nodeArgs = [], cli = join(root, 'dist/cli.js') }) {
   const grpcPort = await freePort();
   const adminPort = await freePort();
   const httpPort = http ? await freePort() : undefined;
   const file = join(workDir, `${name}.json`);
-  writeFileSync(file, JSON.stringify(authzConfig({ issuer, grpcPort, adminPort, httpPort, cache, workers, sessionKey, issuers, tracing }), null, 2));
+  writeFileSync(file, JSON.stringify(authzConfig({ issuer, grpcPort, adminPort, httpPort, cache, workers, sessionKey, issuers, tracing, extra }), null, 2));
   const p = await startProcess(name, process.execPath, [...nodeArgs, cli, 'serve', '--config', file], {
     log: join(workDir, `${name}.log`),
     ready: jsonListening(Math.max(1, workers)),

@@ -27,11 +27,11 @@ export const BROWSER_HEADERS = {
   'sec-fetch-dest': 'document',
 };
 
-/** A CheckRequest for `GET path` on app.example.com with the browser headers plus `headers`. */
-export function checkRequest(path, headers = {}) {
-  const h = { ':authority': HOST, ':method': 'GET', ':path': path, ':scheme': 'https', ...BROWSER_HEADERS, ...headers };
+/** A CheckRequest for `GET path` on `host` (app.example.com) with the browser headers plus `headers`. */
+export function checkRequest(path, headers = {}, host = HOST) {
+  const h = { ':authority': host, ':method': 'GET', ':path': path, ':scheme': 'https', ...BROWSER_HEADERS, ...headers };
   return encodeCheckRequest({
-    http: { id: '12345678901234567', method: 'GET', path, host: HOST, scheme: 'https', protocol: 'HTTP/2', headers: h, sourceAddress: '10.0.0.1' },
+    http: { id: '12345678901234567', method: 'GET', path, host, scheme: 'https', protocol: 'HTTP/2', headers: h, sourceAddress: '10.0.0.1' },
   });
 }
 

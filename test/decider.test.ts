@@ -194,4 +194,26 @@ describe('Decider', () => {
       clock.ms = saved;
     }
   });
+
+  it('keeps no entry for a token refused on its shape alone, so distinct garbage never evicts a verified token', async () => {
+    const { decider, tokenCache, misses } = build({ cache: { negativeTtlSeconds: 10 } });
+    const token = await corp.sign({ aud: 'api', email: 'bob@corp.example' });
+    expect((await decider.decide(http('/notebooks', { authorization: `Bearer ${token}` }))).reason).toBe('bearer_valid');
+    const garbage = [
+      ['not-a-jwt-0123456789', 'bearer_malformed'],
+      [`${b64({ alg: 'HS256' })}.${b64({ iss: corp.issuer })}.c2ln`, 'bearer_algorithm'],
+      [`${b64({ alg: 'RS256' })}.${b64({ iss: 'https://nobody.example' })}.c2ln`, 'bearer_unknown_issuer'],
+    ] as const;
+    for (let round = 0; round < 2; round++) {
+      for (const [credential, reason] of garbage) {
+        expect((await decider.decide(http('/notebooks', { authorization: `Bearer ${credential}-${round}` }))).reason).toBe(reason);
+      }
+    }
+    expect(tokenCache.size).toBe(1);
+    expect(misses()).toBe(7);
+    expect((await decider.decide(http('/notebooks', { authorization: `Bearer ${token}` }))).reason).toBe('bearer_valid');
+    expect(misses()).toBe(7);
+  });
 });
+
+const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');

@@ -147,6 +147,21 @@ describe('DecisionCache', () => {
     expect(cache.size).toBe(1);
   });
 
+  it('a miss takes no slot while it loads, and an answer already expired never evicts a live entry from a full cache', async () => {
+    const { cache, clock, events } = makeCache({ maxEntries: 2 });
+    for (const k of ['a', 'b']) cache.set(k, { id: k, expiresAt: clock.now + 100, size: 10 });
+    const load = deferred<Entry>();
+    const pending = cache.getOrLoad('garbage-0', () => load.promise);
+    await Promise.resolve();
+    expect(cache.size).toBe(2);
+    load.resolve({ id: 'refused', expiresAt: clock.now, size: 10 });
+    expect((await pending).id).toBe('refused');
+    for (let i = 1; i < 20; i++) await cache.getOrLoad(`garbage-${i}`, async () => ({ id: 'refused', expiresAt: clock.now, size: 10 }));
+    expect(events('evict')).toBe(0);
+    expect(cache.get('a')?.id).toBe('a');
+    expect(cache.get('b')?.id).toBe('b');
+  });
+
   it('expires on the injected clock alone: an entry lives until expiresAt however much real time passes', async () => {
     const { cache, clock } = makeCache();
     cache.set('k', { id: 'k', expiresAt: clock.now + 5, size: 1 });

@@ -41,12 +41,16 @@ type Loader<V> = () => Promise<V>;
 
 /**
  * The hot-path cache: credential hash -> finished result. Bounded by entries and bytes, observable
- * (hits, misses, evictions), single-flight on misses (lru-cache's `fetch`), and an entry is never served after its
- * `expiresAt`, on the one injected clock: lru-cache keeps no TTL of its own.
- * Keys are SHA-256 of the whole credential, so memory never holds a usable token as a key.
+ * (hits, misses, evictions), single-flight on misses, and an entry is never served after its `expiresAt`, on the one
+ * injected clock: lru-cache keeps no TTL of its own.
+ * Keys are SHA-256 of the whole credential, so memory never holds a usable token as a key. A miss takes no slot
+ * until its value is known, and a value that is already expired (a garbage credential's answer) never takes one:
+ * a flood of distinct garbage neither grows the cache nor evicts what it holds.
  */
 export class DecisionCache<V extends Cacheable> {
-  private readonly lru: LRUCache<string, V, Loader<V>>;
+  private readonly lru: LRUCache<string, V>;
+  /** Loads in flight, by key: at most one per concurrent miss, each removed when it settles. */
+  private readonly loading = new Map<string, Promise<V>>();
   private readonly now: () => number;
   private readonly hit: CounterChild;
   private readonly miss: CounterChild;
@@ -66,20 +70,15 @@ export class DecisionCache<V extends Cacheable> {
     this.miss = c.child({ cache: options.name, event: 'miss' });
     this.evict = c.child({ cache: options.name, event: 'evict' });
     this.expired = c.child({ cache: options.name, event: 'expired' });
-    this.lru = new LRUCache<string, V, Loader<V>>({
+    // Not lru-cache's `fetch`: it parks a placeholder in the LRU for every miss, which takes an entry slot (evicting
+    // a live entry from a full cache) before the loader has even said whether the answer is worth keeping.
+    this.lru = new LRUCache<string, V>({
       max: options.maxEntries,
       maxSize: options.maxBytes,
       sizeCalculation: (v, k) => v.size + k.length + 64,
       dispose: (_v, _k, reason) => {
         if (reason === 'evict') this.evict.inc();
       },
-      // Runs once per key however many callers miss it at the same time; they all get this one result.
-      fetchMethod: (_key, _stale, { context }) => {
-        this.miss.inc();
-        return context();
-      },
-      // A load evicted by size pressure while in flight still answers the callers waiting for it.
-      ignoreFetchAbort: true,
     });
     options.metrics.gauge('oidc_ext_authz_cache_entries', 'Entries held by the decision caches.', () => [
       { labels: { cache: options.name }, value: this.lru.size },
@@ -111,12 +110,22 @@ export class DecisionCache<V extends Cacheable> {
    * The cached value, or the result of `load` shared by every concurrent caller of the same key (a failed load is
    * not remembered). Entries already expired when loaded are returned but not kept.
    */
-  async getOrLoad(key: string, load: Loader<V>): Promise<V> {
+  getOrLoad(key: string, load: Loader<V>): Promise<V> {
     const cached = this.get(key);
-    if (cached !== undefined) return cached;
-    const v = (await this.lru.fetch(key, { context: load }))!;
-    if (v.expiresAt <= this.now() && this.lru.peek(key) === v) this.lru.delete(key);
-    return v;
+    if (cached !== undefined) return Promise.resolve(cached);
+    let flight = this.loading.get(key);
+    if (flight === undefined) {
+      this.miss.inc();
+      flight = Promise.resolve()
+        .then(load)
+        .then((v) => {
+          this.set(key, v);
+          return v;
+        })
+        .finally(() => this.loading.delete(key));
+      this.loading.set(key, flight);
+    }
+    return flight;
   }
 
   /** Stores `value` unless it has already expired. */

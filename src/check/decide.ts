@@ -31,6 +31,11 @@ export interface DeciderDeps {
 }
 
 const NO_HEADERS: readonly HeaderOption[] = [];
+/**
+ * Bearer refusals BearerVerifier reaches from the token's bytes alone, before any key lookup or signature check
+ * (size, segments, base64url JSON, `alg`, unknown `iss`): never negatively cached.
+ */
+const SHAPE_REFUSALS: ReadonlySet<Reason> = new Set<Reason>(['bearer_malformed', 'bearer_algorithm', 'bearer_unknown_issuer']);
 
 /**
  * The decision ladder, top to bottom:
@@ -164,8 +169,10 @@ export class Decider {
     const outcome = await this.d.verifier.verify(token);
     const now = this.d.now();
     if (!outcome.ok) {
-      // Outages (key set, TokenReview) must not be remembered: the next request should try again.
-      const ttl = INFRASTRUCTURE_REASONS.has(outcome.reason) ? 0 : this.negativeTtlMs;
+      // Outages (key set, TokenReview) must not be remembered: the next request should try again. Nor refusals read
+      // off the token's shape: deciding them again costs less than the entry, and garbage must not evict what the
+      // cache holds.
+      const ttl = INFRASTRUCTURE_REASONS.has(outcome.reason) || SHAPE_REFUSALS.has(outcome.reason) ? 0 : this.negativeTtlMs;
       return { ok: false, reason: outcome.reason, detail: outcome.detail, expiresAt: now + ttl, size: 64 + outcome.detail.length * 2 };
     }
     // With forwardAuthorization the client's header passes untouched, so the token never enters the cached bytes.

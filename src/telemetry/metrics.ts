@@ -114,7 +114,22 @@ export class Metrics {
   readonly providerEvents = new Counter('oidc_ext_authz_oidc_events_total', 'OIDC login, callback, refresh and logout events.');
   readonly backchannelLogouts = new Counter('oidc_ext_authz_backchannel_logouts_total', 'Back-channel logout tokens by outcome (matched, no_session, listed, invalid, unavailable).');
   readonly tokenReviews = new Counter('oidc_ext_authz_token_reviews_total', 'Kubernetes TokenReview answers by issuer and outcome (authenticated, denied, forbidden, unavailable, cached).');
-  private readonly gauges: Gauge[] = [];
+  /**
+   * The process's memory as `process.memoryUsage()` sees it, read at scrape time: RSS is what the container's memory
+   * limit counts; heap and external show where it went (bench/memory.mjs samples these; docs/operations.md, memory sizing).
+   */
+  private readonly gauges: Gauge[] = [
+    new Gauge('process_resident_memory_bytes', 'Resident memory size in bytes.', () => [{ labels: {}, value: process.memoryUsage.rss() }]),
+    new Gauge('nodejs_memory_bytes', 'V8 heap (total, used) and off-heap (external, arrayBuffers) bytes.', () => {
+      const m = process.memoryUsage();
+      return [
+        { labels: { space: 'heap_total' }, value: m.heapTotal },
+        { labels: { space: 'heap_used' }, value: m.heapUsed },
+        { labels: { space: 'external' }, value: m.external },
+        { labels: { space: 'array_buffers' }, value: m.arrayBuffers },
+      ];
+    }),
+  ];
 
   /** Registers a scrape-time gauge. */
   gauge(name: string, help: string, read: () => Array<{ labels: Labels; value: number }>): void {
