@@ -55,6 +55,9 @@ const underscored = (header: string) => header.replace(/-/g, '_');
 /** A name and its "_" twin, which some apps read as the same header. */
 const withUnderscore = (header: string) => (header.includes('-') ? [header, underscored(header)] : [header]);
 
+/** Forwarding headers a client may send to pose as a proxy; nginx passes them on unless told otherwise. */
+const FORWARDING_HEADERS = ['X-Original-URL', 'X-Original-URI', 'X-Original-Method', 'X-Forwarded-Uri', 'X-Forwarded-Method'];
+
 const SLOTS = Array.from({ length: NGINX_SET_COOKIE_SLOTS }, (_, i) => i);
 
 /** In the protected location: what `auth_request_set` keeps of the answer (identity, Cookie, login URL, cookies). */
@@ -109,8 +112,11 @@ export function renderNginx(config: Config, options: RenderGatewayOptions = {}):
   const body = [
     `listen ${r.listenPort};`,
     `server_name ${r.host};`,
-    '# Chunked session cookies: up to ~30 KB of Cookie header.',
+    '# Chunked session cookies: up to ~30 KB of Cookie header, and as many Set-Cookie bytes in the listener\'s answers',
+    '# (the callback\'s above all): every location inherits these.',
     'large_client_header_buffers 4 64k;',
+    'proxy_buffer_size 64k;',
+    'proxy_buffers 8 64k;',
     '',
     '# Callback and logout: answered by the listener itself.',
     ...direct,
@@ -123,8 +129,6 @@ export function renderNginx(config: Config, options: RenderGatewayOptions = {}):
     '    # Set here, so a client-sent copy never reaches the listener.',
     '    proxy_set_header X-Original-URL $scheme://$http_host$request_uri;',
     '    proxy_set_header X-Original-Method $request_method;',
-    '    proxy_buffer_size 64k;',
-    '    proxy_buffers 8 64k;',
     '}',
     '',
     ...nginxUnauthorized(),
@@ -132,6 +136,10 @@ export function renderNginx(config: Config, options: RenderGatewayOptions = {}):
     'location / {',
     '    auth_request /_oidc_ext_authz;',
     ...indent(nginxAuthSet(r), '    '),
+    '    # The client\'s forwarding headers never reach the app: ours, or none.',
+    ...FORWARDING_HEADERS.map((h) => `    proxy_set_header ${h} "";`),
+    '    proxy_set_header X-Forwarded-Host $http_host;',
+    '    proxy_set_header X-Forwarded-Proto $scheme;',
     '    proxy_set_header Host $http_host;',
     `    proxy_pass http://${r.upstream};`,
     '}',
@@ -185,7 +193,12 @@ export function renderCaddy(config: Config, options: RenderGatewayOptions = {}):
   const r = resolve(config, options);
   // Before forward_auth: names we never set, and "_" twins of the ones we copy (copy_headers deletes only the "-"
   // name). Authorization after it: the listener needs the bearer token.
-  const before = [...r.strip.flatMap(withUnderscore), ...r.copy.filter((h) => h.includes('-')).map(underscored)];
+  // The client's forwarding headers too: forward_auth sets its own on the auth request, and the app must not see theirs.
+  const before = [
+    ...r.strip.flatMap(withUnderscore),
+    ...r.copy.filter((h) => h.includes('-')).map(underscored),
+    ...FORWARDING_HEADERS.map((h) => h.toLowerCase()),
+  ];
   return [
     '# oidc-ext-authz: Caddy forward_auth (rendered by `oidc-ext-authz render caddy`).',
     `http://${r.host}:${r.listenPort} {`,

@@ -12,9 +12,6 @@ defineGatewaySuite({
   binary,
   missing: CADDY_MISSING,
   knownGaps: {
-    // src/render-gateways.ts renderCaddy: reverse_proxy replaces X-Forwarded-For/-Proto/-Host, but the client's
-    // X-Forwarded-Uri/-Method and X-Original-* reach the app; request_header -<name> for each would remove them.
-    'forwarded-headers-at-app': 'renderCaddy forwards the client\'s X-Forwarded-Uri/-Method and X-Original-* upstream',
     // renderCaddy: forward_auth copies nothing from a 2xx answer to the client, so a refreshed session's Set-Cookie
     // is lost; the refresh token has rotated, and the browser's next request with the old cookie is refused (401).
     'refreshed-cookie-dropped': 'renderCaddy drops the Set-Cookie of a refreshed allow',

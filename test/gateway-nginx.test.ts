@@ -11,15 +11,6 @@ defineGatewaySuite({
   name: 'nginx',
   binary,
   missing: NGINX_MISSING,
-  knownGaps: {
-    // src/render-gateways.ts renderNginx: location / passes the client's X-Forwarded-Host/-Proto/-Uri/-Method and
-    // X-Original-URL/-URI/-Method to the app; it needs proxy_set_header for each (ours or "").
-    'forwarded-headers-at-app': 'renderNginx forwards the client\'s X-Forwarded-*/X-Original-* upstream',
-    // renderNginx: the callback and logout locations keep nginx's default 4k/8k proxy_buffer_size, so a callback that
-    // sets a chunked session (several ~4 KB Set-Cookie lines) is "upstream sent too big header": 502. The
-    // proxy_buffer_size 64k / proxy_buffers 8 64k of the auth location belong at server level.
-    'large-callback-answer': 'renderNginx callback location answers 502 to a large session (proxy_buffer_size)',
-  },
   start: (nginx, a) =>
     startNginx(nginx, {
       ports: [a.port],
