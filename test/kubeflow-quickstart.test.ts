@@ -1,5 +1,4 @@
-import { createServer, request, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
 import { pino } from 'pino';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,6 +7,7 @@ import { NOT_A_LOGIN_ORIGIN } from '../src/oidc/login.js';
 import { OidcProvider } from '../src/oidc/provider.js';
 import { Metrics } from '../src/telemetry/metrics.js';
 import { NAVIGATE, TestBrowser } from './support/browser.js';
+import { startKubeflowRouter } from './support/kubeflow-gateway.js';
 import { DEX_MISSING, DEX_USER, findDex, startDex, type TestDex } from './support/dex.js';
 import { until } from './support/polling.js';
 import { freePort } from './support/ports.js';
@@ -29,22 +29,6 @@ const enabled = DEX !== undefined && hasChromium();
 const IN_CLUSTER_ISSUER = 'http://dex.auth.svc.cluster.local:5556/dex';
 const SESSION = '__Host-oidc_session';
 
-/** The gateway's upstream: /dex/ to Dex (the in-cluster address), everything else to the echo app. */
-async function startRouter(dexOrigin: string, app: () => string): Promise<{ url: string; server: Server }> {
-  const server = createServer((req, res) => {
-    const path = req.url ?? '/';
-    const target = new URL(path, path === '/dex' || path.startsWith('/dex/') ? dexOrigin : app());
-    const upstream = request(target, { method: req.method, headers: req.headers }, (answer) => {
-      res.writeHead(answer.statusCode ?? 502, answer.headers);
-      answer.pipe(res);
-    });
-    upstream.on('error', () => res.destroy());
-    req.pipe(upstream);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
-}
-
 describe.skipIf(!enabled)("Kubeflow's quick start: a port-forward to http://localhost:<port>, Dex with its in-cluster issuer", () => {
   let dex: TestDex;
   let stack: Stack;
@@ -59,7 +43,7 @@ describe.skipIf(!enabled)("Kubeflow's quick start: a port-forward to http://loca
     publicBase = `http://localhost:${gatewayPort}`;
     dex = await startDex(DEX!, { host: '127.0.0.2', issuer: IN_CLUSTER_ISSUER, redirectURIs: [`${publicBase}/oauth2/callback`] });
     inCluster = dex.base;
-    router = await startRouter(dex.origin, () => stack.echo.url);
+    router = await startKubeflowRouter(dex.origin, () => stack.echo.url);
     // The settings docs/kubeflow.md's quick start and deploy/overlays/kubeflow use, with the in-cluster address
     // standing for http://dex.auth.svc.cluster.local:5556.
     const provider = {
