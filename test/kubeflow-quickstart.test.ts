@@ -45,7 +45,8 @@ describe.skipIf(!enabled)("Kubeflow's quick start: a port-forward to http://loca
     inCluster = dex.base;
     router = await startKubeflowRouter(dex.origin, () => stack.echo.url);
     // The settings docs/kubeflow.md's quick start and deploy/overlays/kubeflow use, with the in-cluster address
-    // standing for http://dex.auth.svc.cluster.local:5556.
+    // standing for http://dex.auth.svc.cluster.local:5556, but the default absolute redirect_uri (the documented
+    // alternative: Dex's client lists it); kubeflow-relative-redirect.test.ts runs the overlay's relative one.
     const provider = {
       name: 'dex',
       issuer: IN_CLUSTER_ISSUER,
