@@ -12,6 +12,7 @@ commands:
   render nginx | ingress-nginx | caddy | traefik | istio-http | envoy-gateway
                  print that proxy's config for the HTTP listener (docs/gateways.md)
                  --auth-address HOST:PORT  --upstream HOST:PORT  --listen-port N  --host NAME  --format crd|file (traefik)
+                 --listen-address IP (nginx, caddy; default every interface)
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -24,6 +25,7 @@ async function main(argv: string[]): Promise<number> {
       'auth-address': { type: 'string' },
       upstream: { type: 'string' },
       'listen-port': { type: 'string' },
+      'listen-address': { type: 'string' },
       host: { type: 'string' },
       format: { type: 'string' },
     },

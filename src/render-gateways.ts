@@ -2,6 +2,7 @@ import type { Config } from './config/schema.js';
 import { HTTP_ENDPOINTS, LOCATION_HEADER, NGINX_SET_COOKIE_SLOTS, SET_COOKIE_HEADER_PREFIX } from './http/authz-contract.js';
 import { identityHeaderNames, strippedHeaderNames } from './identity/headers.js';
 import { hostsFromRoutes } from './render-istio.js';
+import { FORWARD_SET_COOKIE_SLOTS, SET_COOKIE_SLOT_HEADERS } from './server/http-set-cookie-slots.js';
 import { allChunkNames, cookieName } from './session/cookies.js';
 
 /** Where things are, for the proxy configs; every field has a loopback default (the listener trusts loopback). */
@@ -12,6 +13,11 @@ export interface RenderGatewayOptions {
   upstream?: string;
   /** The port the proxy listens on. Default 8080. */
   listenPort?: number;
+  /**
+   * The IP address nginx and Caddy listen on (IPv6 without brackets). Default: every interface (nginx `listen 8080`,
+   * Caddy's site address). Traefik listens on its entry points, which the static config defines.
+   */
+  listenAddress?: string;
   /** The public host name. Default: the first exact host of the routes, else `app.example.com`. */
   host?: string;
 }
@@ -21,6 +27,8 @@ interface Resolved {
   auth: string;
   upstream: string;
   listenPort: number;
+  /** `listenAddress` as it goes before `:port` (IPv6 bracketed), or undefined for every interface. */
+  listenAddress: string | undefined;
   host: string;
   /** Headers copied from the listener's answer onto the upstream request. */
   copy: string[];
@@ -42,6 +50,7 @@ function resolve(config: Config, options: RenderGatewayOptions): Resolved {
     auth: options.authAddress ?? `127.0.0.1:${config.server.http.port}`,
     upstream: options.upstream ?? '127.0.0.1:8081',
     listenPort: options.listenPort ?? 8080,
+    listenAddress: options.listenAddress === undefined ? undefined : options.listenAddress.includes(':') ? `[${options.listenAddress}]` : options.listenAddress,
     host: options.host ?? exact ?? 'app.example.com',
     copy,
     strip,
@@ -59,6 +68,21 @@ const withUnderscore = (header: string) => (header.includes('-') ? [header, unde
 const FORWARDING_HEADERS = ['X-Original-URL', 'X-Original-URI', 'X-Original-Method', 'X-Forwarded-Uri', 'X-Forwarded-Method'];
 
 const SLOTS = Array.from({ length: NGINX_SET_COOKIE_SLOTS }, (_, i) => i);
+
+/** Go's canonical form of a header name (`X-Authz-Set-Cookie-0`): Caddy names its response placeholders with it. */
+const canonical = (header: string) => header.replace(/(^|-)([a-z])/g, (_, dash: string, c: string) => dash + c.toUpperCase());
+
+/**
+ * After forward_auth: each numbered Set-Cookie header of a 2xx answer added to the client's response, when present
+ * (an empty value would add an empty Set-Cookie line). The answer's own `{http.reverse_proxy.header.Set-Cookie}`
+ * cannot be used: Caddy joins its lines with ",", which Expires dates contain too.
+ */
+function caddySetCookies(): string[] {
+  return SET_COOKIE_SLOT_HEADERS.slice(0, FORWARD_SET_COOKIE_SLOTS).flatMap((header, i) => {
+    const placeholder = `{http.reverse_proxy.header.${canonical(header)}}`;
+    return [`@oidc_ext_authz_set_cookie_${i} not vars ${placeholder} ""`, `header @oidc_ext_authz_set_cookie_${i} +Set-Cookie ${placeholder}`];
+  });
+}
 
 /** In the protected location: what `auth_request_set` keeps of the answer (identity, Cookie, login URL, cookies). */
 function nginxAuthSet(r: Resolved): string[] {
@@ -110,7 +134,7 @@ export function renderNginx(config: Config, options: RenderGatewayOptions = {}):
     '}',
   ]);
   const body = [
-    `listen ${r.listenPort};`,
+    `listen ${r.listenAddress === undefined ? '' : `${r.listenAddress}:`}${r.listenPort};`,
     `server_name ${r.host};`,
     '# Chunked session cookies: up to ~30 KB of Cookie header, and as many Set-Cookie bytes in the listener\'s answers',
     '# (the callback\'s above all): every location inherits these.',
@@ -187,7 +211,8 @@ export function renderIngressNginx(config: Config, options: RenderGatewayOptions
  * A Caddyfile site block: the callback and logout proxied to the listener as they are, everything else behind
  * `forward_auth` to the listener's forward endpoint. Caddy returns any non-2xx answer to the client as it is (the
  * login redirect with its Set-Cookie), and `copy_headers` deletes the client's copy of each name before copying ours.
- * The other identity names are removed first, in a `route` so the order is the written one.
+ * The other identity names are removed first, in a `route` so the order is the written one. A 2xx answer reaches the
+ * client not at all, so a refreshed session's cookies come back as numbered headers, each added as a Set-Cookie.
  */
 export function renderCaddy(config: Config, options: RenderGatewayOptions = {}): string {
   const r = resolve(config, options);
@@ -202,6 +227,7 @@ export function renderCaddy(config: Config, options: RenderGatewayOptions = {}):
   return [
     '# oidc-ext-authz: Caddy forward_auth (rendered by `oidc-ext-authz render caddy`).',
     `http://${r.host}:${r.listenPort} {`,
+    ...(r.listenAddress === undefined ? [] : [`    bind ${r.listenAddress}`]),
     ...(r.direct.length > 0
       ? [`    @oidc_ext_authz_direct path ${r.direct.join(' ')}`, '    handle @oidc_ext_authz_direct {', `        reverse_proxy ${r.auth}`, '    }']
       : []),
@@ -212,6 +238,8 @@ export function renderCaddy(config: Config, options: RenderGatewayOptions = {}):
     `                uri ${HTTP_ENDPOINTS.forward}`,
     `                copy_headers ${r.copy.join(' ')}`,
     '            }',
+    "            # A refreshed session's cookies: forward_auth passes nothing of an allow to the client.",
+    ...indent(caddySetCookies(), '            '),
     ...(r.clearAuthorization ? ['            request_header -authorization'] : []),
     `            reverse_proxy ${r.upstream}`,
     '        }',

@@ -3,8 +3,10 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   CHUNK_SIZE,
+  MAX_CHUNKED_SET_COOKIES,
   MAX_CHUNKS,
   MAX_COOKIES,
+  allChunkNames,
   cookieName,
   cookieOptions,
   ownCookieMatcher,
@@ -110,6 +112,20 @@ describe('chunking', () => {
     expect([...jar.cookies.keys()]).toEqual([name]);
     jar.apply(writeChunked(name, value(CHUNK_SIZE * 2), opts, 1));
     expect([...jar.cookies.keys()]).toEqual([`${name}_0`, `${name}_1`]);
+  });
+
+  it('never writes more Set-Cookie lines than MAX_CHUNKED_SET_COOKIES, whatever the browser held, and reaches it', () => {
+    let most = 0;
+    for (let chunks = 1; chunks <= MAX_CHUNKS; chunks++) {
+      const v = value(chunks === 1 ? 10 : CHUNK_SIZE * (chunks - 1) + 1);
+      for (const previous of ['unknown' as const, ...Array.from({ length: MAX_CHUNKS + 1 }, (_, i) => i)]) {
+        const lines = writeChunked(name, v, opts, previous);
+        expect(lines.length, `${chunks} chunks over ${previous}`).toBeLessThanOrEqual(MAX_CHUNKED_SET_COOKIES);
+        most = Math.max(most, lines.length);
+      }
+    }
+    expect(most).toBe(MAX_CHUNKED_SET_COOKIES);
+    expect(allChunkNames(name)).toHaveLength(MAX_CHUNKED_SET_COOKIES);
   });
 
   it('refuses a value needing more than MAX_CHUNKS cookies', () => {

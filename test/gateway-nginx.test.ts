@@ -14,7 +14,7 @@ defineGatewaySuite({
   start: (nginx, a) =>
     startNginx(nginx, {
       ports: [a.port],
-      http: renderNginx(a.config, { authAddress: a.authz, upstream: a.upstream, listenPort: a.port, host: a.host }),
+      http: renderNginx(a.config, { authAddress: a.authz, upstream: a.upstream, listenPort: a.port, listenAddress: '127.0.0.1', host: a.host }),
     }),
 });
 

@@ -9,6 +9,8 @@ import { HTTP_ENDPOINTS, NGINX_SET_COOKIE_SLOTS } from '../src/http/authz-contra
 import { IdentityHeaders, identityHeaderNames } from '../src/identity/headers.js';
 import { renderGateway } from '../src/render-gateway-cli.js';
 import { renderCaddy, renderIngressNginx, renderNginx, renderTraefik } from '../src/render-gateways.js';
+import { FORWARD_SET_COOKIE_SLOTS } from '../src/server/http-set-cookie-slots.js';
+import { MAX_CHUNKED_SET_COOKIES } from '../src/session/cookies.js';
 import { findTool } from './support/find-tool.js';
 import { toolMissing } from './support/tools.js';
 
@@ -66,6 +68,14 @@ describe('render nginx', () => {
     expect(snippet).toContain('proxy_pass http://10.9.9.9:3000;');
   });
 
+  it('listens on the given address only, IPv6 in brackets, and on every interface by default', () => {
+    expect(renderNginx(config, { ...where, listenAddress: '127.0.0.1' })).toMatch(/^ {4}listen 127\.0\.0\.1:8443;$/m);
+    expect(renderNginx(config, { ...where, listenAddress: '::1' })).toMatch(/^ {4}listen \[::1\]:8443;$/m);
+    expect(renderNginx(config, where).match(/^ {4}listen .*$/gm)).toEqual(['    listen 8443;']);
+    expect(renderGateway('nginx', config, { 'listen-address': '10.0.0.7' })).toContain('listen 10.0.0.7:8080;');
+    expect(() => renderGateway('nginx', config, { 'listen-address': 'localhost' })).toThrow('--listen-address: expected an IPv4 or IPv6 address, got "localhost"');
+  });
+
   it('is accepted by nginx -t as it is', () => {
     if (NGINX === undefined) return void toolMissing('no nginx: bash scripts/install-tools.sh apt (Debian nginx)');
     const dir = mkdtempSync(join(tmpdir(), 'render-nginx-'));
@@ -101,6 +111,23 @@ describe('render caddy', () => {
     expect(route).toContain('request_header -x_user');
     expect(snippet).toContain('@oidc_ext_authz_direct path /auth/cb /bye');
     expect(snippet).toContain('http://app.example.com:8443 {');
+    expect(snippet).not.toContain('bind ');
+    expect(renderCaddy(config, { ...where, listenAddress: '127.0.0.1' })).toContain('http://app.example.com:8443 {\n    bind 127.0.0.1\n');
+  });
+
+  it("adds each numbered Set-Cookie slot of an allow to the client's response after forward_auth, guarded when absent", () => {
+    // The slots cover the largest session write: its chunks plus the other names it expires.
+    expect(FORWARD_SET_COOKIE_SLOTS).toBe(MAX_CHUNKED_SET_COOKIES);
+    const route = snippet.slice(snippet.indexOf('route {'));
+    const lines = route.split('\n').map((l) => l.trim());
+    const adds = lines.filter((l) => l.startsWith('header '));
+    expect(adds).toEqual(Array.from({ length: FORWARD_SET_COOKIE_SLOTS }, (_, i) => `header @oidc_ext_authz_set_cookie_${i} +Set-Cookie {http.reverse_proxy.header.X-Authz-Set-Cookie-${i}}`));
+    for (let i = 0; i < FORWARD_SET_COOKIE_SLOTS; i++) {
+      expect(lines).toContain(`@oidc_ext_authz_set_cookie_${i} not vars {http.reverse_proxy.header.X-Authz-Set-Cookie-${i}} ""`);
+    }
+    // After forward_auth (its answer's placeholders) and before the app's reverse_proxy (which sets its own).
+    expect(route.indexOf('header @oidc_ext_authz_set_cookie_0')).toBeGreaterThan(route.indexOf('forward_auth'));
+    expect(route.lastIndexOf('header @oidc_ext_authz_set_cookie_')).toBeLessThan(route.indexOf('reverse_proxy 10.9.9.9:3000'));
   });
 
   it('adapts with caddy as it is, into a reverse_proxy to /auth/forward with each copied header', () => {

@@ -1,7 +1,8 @@
 import type { CheckInput } from '../check/types.js';
 import { textReply } from '../decision/local-reply.js';
 import type { AllowResponse, Decision, DenyResponse, HeaderOption, PreparedAllow, SharedAllow } from '../decision/types.js';
-import { ENVOY_REMOVE_HEADER, LOCATION_HEADER, NGINX_SET_COOKIE_SLOTS, SET_COOKIE_HEADER_PREFIX, type HttpStyle } from '../http/authz-contract.js';
+import { ENVOY_REMOVE_HEADER, LOCATION_HEADER, NGINX_SET_COOKIE_SLOTS, type HttpStyle } from '../http/authz-contract.js';
+import { FORWARD_SET_COOKIE_SLOTS, SET_COOKIE_SLOT_HEADERS } from './http-set-cookie-slots.js';
 
 /** What the listener writes: status, headers as a flat name/value list (node's writeHead array form), body. */
 export interface HttpAnswer {
@@ -36,9 +37,11 @@ const NOT_AN_ENDPOINT = textReply(404, 'route_denied', 'Not Found\n').response a
  *   forward auth takes every 2xx as allow, so there it is a 403: those paths must be routed to the listener directly;
  * - nginx: only 2xx, 401 and 403 are understood, so a redirect is a 401 with the target in `x-authz-location`
  *   (the snippet's error_page turns it into the 302) and every Set-Cookie line rides in a numbered header;
+ * - forward auth: an allow's Set-Cookie lines also ride in numbered headers (Caddy passes none of a 2xx answer on;
+ *   its snippet adds them back), besides the Set-Cookie lines Traefik's `addAuthCookiesToResponse` reads;
  * - direct (the proxy routed the request itself here): a local reply as it is; an allow is a 404.
- * @throws {RangeError} for an nginx answer with more Set-Cookie lines than the snippet copies (the wrapper answers
- *   `internal_error`: a half-written session cookie would be worse).
+ * @throws {RangeError} for an nginx answer, or a forward-auth allow, with more Set-Cookie lines than the snippet
+ *   copies (the wrapper answers `internal_error`: a half-written session cookie would be worse).
  */
 export function encodeHttpAnswer(decision: Decision, style: HttpStyle, input: CheckInput): HttpAnswer {
   const response = decision.response;
@@ -75,7 +78,7 @@ function allow(http: HttpAllow, value: AllowResponse, style: HttpStyle, cookie: 
   const upstreamCookie = upstreamCookieOf(value, extras, cookie);
   if (upstreamCookie !== undefined) headers.push('cookie', upstreamCookie);
   const setCookies = [...value.responseHeaders, ...(extras?.responseHeaders ?? [])].filter((h) => h.key === 'set-cookie').map((h) => h.value);
-  pushSetCookies(headers, setCookies, style);
+  pushSetCookies(headers, setCookies, style, true);
   return { status: 200, headers, body: '' };
 }
 
@@ -118,15 +121,19 @@ function nginxDeny(response: DenyResponse): HttpAnswer {
   return { status: out, headers, body: response.body };
 }
 
-function pushSetCookies(headers: string[], lines: readonly string[], style: HttpStyle): void {
+/** Set-Cookie lines as the style carries them: plain, numbered (nginx), or both on a forward-auth allow. */
+function pushSetCookies(headers: string[], lines: readonly string[], style: HttpStyle, allowed = false): void {
   if (style !== 'nginx') {
     for (const line of lines) headers.push('set-cookie', line);
+    if (style === 'forward' && allowed) pushNumbered(headers, lines, FORWARD_SET_COOKIE_SLOTS, 'forward-auth allow');
     return;
   }
-  if (lines.length > NGINX_SET_COOKIE_SLOTS) {
-    throw new RangeError(`nginx answer: ${lines.length} Set-Cookie lines, the snippet copies ${NGINX_SET_COOKIE_SLOTS}`);
-  }
-  lines.forEach((line, i) => headers.push(`${SET_COOKIE_HEADER_PREFIX}${i}`, line));
+  pushNumbered(headers, lines, NGINX_SET_COOKIE_SLOTS, 'nginx answer');
+}
+
+function pushNumbered(headers: string[], lines: readonly string[], slots: number, what: string): void {
+  if (lines.length > slots) throw new RangeError(`${what}: ${lines.length} Set-Cookie lines, the snippet copies ${slots}`);
+  lines.forEach((line, i) => headers.push(SET_COOKIE_SLOT_HEADERS[i]!, line));
 }
 
 function flat(options: readonly HeaderOption[]): readonly string[] {

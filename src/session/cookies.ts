@@ -127,6 +127,13 @@ export function allChunkNames(name: string): string[] {
 }
 
 /**
+ * The most Set-Cookie lines one write (`writeChunked`) or delete of a chunked value produces: at most one per name it
+ * may occupy (`allChunkNames`), the chunks written plus the other names expired. Proxies that copy Set-Cookie lines
+ * through numbered slots size them from this.
+ */
+export const MAX_CHUNKED_SET_COOKIES = MAX_CHUNKS + 1;
+
+/**
  * Set-Cookie lines writing `value` under `name`, split into chunks when it is longer than CHUNK_SIZE, and expiring
  * every cookie the previous value occupied that the new one does not. `previousChunks` is the count the browser
  * holds (see `chunkNames`); 'unknown' (a new login over whatever the browser had) expires every other possible name,
