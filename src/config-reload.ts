@@ -47,6 +47,9 @@ interface Loaded {
   files: string[];
 }
 
+/** The outcomes that keep the running config although the file says otherwise. */
+const REFUSED: ReadonlySet<ReloadOutcome> = new Set(['invalid', 'restart_required', 'error']);
+
 /**
  * The listener settings (and tracing, whose exporter starts once with the process): bound once at start, so a change
  * to them cannot apply live. A reload that changes one is
@@ -85,6 +88,12 @@ export class ConfigReloader {
       ),
       deps.metrics.gauge('oidc_ext_authz_config_info', 'The running config: hash of everything but secret values.', () =>
         this.current ? [{ labels: { hash: this.current.hash }, value: 1 }] : [],
+      ),
+      // Counters cannot say that the newest attempt was refused (no later success): this gauge is what the
+      // OidcExtAuthzConfigReloadRefused alert reads, like Prometheus' own prometheus_config_last_reload_successful.
+      deps.metrics.gauge('oidc_ext_authz_config_last_reload_successful', 'Whether the running config is the file on disk: 1 when the last attempt applied it or found nothing new, 0 when it was refused.', () =>
+        // Also before a first good read: a file refused at start is a running config that is not the file either.
+        [{ labels: {}, value: this.last !== undefined && REFUSED.has(this.last.outcome) ? 0 : 1 }],
       ),
     ];
   }

@@ -69,12 +69,15 @@ describe('the Grafana dashboard', () => {
     for (const t of targets) expect(t.expr, `panel ${t.id} ${t.refId}`).toContain('namespace="$namespace"');
   });
 
-  it('covers decisions, latency, the cache, issuers and providers, sessions and Redis', () => {
+  it('covers decisions, latency, the cache, issuers and providers, sessions and Redis, config reloads', () => {
     const rows = all.filter((p) => p.type === 'row').map((p) => p.title);
-    expect(rows).toEqual(['Decisions', 'Latency', 'Cache', 'Issuers and providers', 'Sessions, logins and Redis']);
+    expect(rows).toEqual(['Decisions', 'Latency', 'Cache', 'Issuers and providers', 'Sessions, logins and Redis', 'Config reloads']);
     const exprs = targets.map((t) => t.expr).join('\n');
     for (const q of ['0.5', '0.9', '0.99']) expect(exprs).toContain(`histogram_quantile(${q}, sum by (le) (rate(oidc_ext_authz_check_duration_seconds_bucket`);
     expect(exprs).toMatch(/sum by \(reason\) \(rate\(oidc_ext_authz_decisions_total\{namespace="\$namespace", result="deny"\}/);
+    // Replicas on different configs show as more than one hash in the namespace.
+    expect(exprs).toContain('count(count by (hash) (oidc_ext_authz_config_info{namespace="$namespace"}))');
+    expect(exprs).toMatch(/sum by \(pod, outcome\) \(increase\(oidc_ext_authz_config_reloads_total\{namespace="\$namespace"\}/);
   });
 
   it.skipIf(bin === undefined)('every expression is PromQL that promtool parses', () => {

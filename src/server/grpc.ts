@@ -5,6 +5,7 @@ import { authorizationService } from '../check/wire/authorization-service.js';
 import type { Logger } from '../telemetry/logger.js';
 import { HealthService } from './health.js';
 import { addReflection } from './reflection.js';
+import { closeWithin } from './drain.js';
 
 /** Decides one Check; always resolves to CheckResponse bytes (faults already turned into a deny). */
 export type CheckHandler = (input: CheckInput) => Promise<Buffer>;
@@ -82,16 +83,10 @@ export class GrpcServer {
 
   /** Stops accepting calls, lets in-flight ones finish (up to `graceMs`), then forces the rest closed. */
   async drain(graceMs: number): Promise<void> {
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.server.forceShutdown();
-        resolve();
-      }, graceMs);
-      timer.unref();
-      this.server.tryShutdown(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
+    await closeWithin(
+      graceMs,
+      (done) => this.server.tryShutdown(() => done()),
+      () => this.server.forceShutdown(),
+    );
   }
 }

@@ -10,6 +10,7 @@ import { TrustedPeers } from '../http/trusted-peers.js';
 import type { Logger } from '../telemetry/logger.js';
 import { encodeHttpAnswer, type HttpAnswer } from './http-answer.js';
 import { readAuthzRequest } from './http-request.js';
+import { closeWithin } from './drain.js';
 
 export interface HttpAuthzOptions {
   host: string;
@@ -107,19 +108,15 @@ export class HttpAuthzServer {
   /** Stops accepting, lets in-flight requests finish (up to `graceMs`), then closes every connection. */
   async drain(graceMs: number): Promise<void> {
     if (!this.server.listening) return;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.server.closeAllConnections();
-        resolve();
-      }, graceMs);
-      timer.unref();
-      this.server.close(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-      // Idle keep-alive connections would hold close() open until the proxy drops them.
-      this.server.closeIdleConnections();
-    });
+    await closeWithin(
+      graceMs,
+      (done) => {
+        this.server.close(() => done());
+        // Idle keep-alive connections would hold close() open until the proxy drops them.
+        this.server.closeIdleConnections();
+      },
+      () => this.server.closeAllConnections(),
+    );
   }
 }
 
