@@ -1,18 +1,15 @@
-import { createServer, request, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { pino } from 'pino';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
 import { NOT_A_LOGIN_ORIGIN } from '../src/oidc/login.js';
 import { OidcProvider } from '../src/oidc/provider.js';
 import { Metrics } from '../src/telemetry/metrics.js';
 import { NAVIGATE, TestBrowser } from './support/browser.js';
-import { DEX_MISSING, DEX_USER, findDex, startDex, type TestDex } from './support/dex.js';
-import { until } from './support/polling.js';
-import { freePort } from './support/ports.js';
-import { startStack, type Stack } from './support/stack.js';
-import { CHROMIUM, hasChromium, toolMissing } from './support/tools.js';
+import { IN_CLUSTER_ISSUER, logOutAndExpectLogin, quickstartProvider, startQuickstart, submitDexForm as submitDex, trackedContext, type Quickstart } from './support/kubeflow-gateway.js';
+import { DEX_MISSING, DEX_USER, findDex, type TestDex } from './support/dex.js';
+import type { Stack } from './support/stack.js';
+import { hasChromium, toolMissing } from './support/tools.js';
 
 // Kubeflow's quick start as users run it: `kubectl port-forward svc/istio-ingressgateway 8080:80` and a browser on
 // http://localhost:8080. Dex's issuer is the in-cluster Service URL (common/dex/base/config-map.yaml), which no
@@ -26,95 +23,48 @@ const DEX = findDex();
 if (DEX === undefined) toolMissing(DEX_MISSING);
 const enabled = DEX !== undefined && hasChromium();
 
-const IN_CLUSTER_ISSUER = 'http://dex.auth.svc.cluster.local:5556/dex';
 const SESSION = '__Host-oidc_session';
-
-/** The gateway's upstream: /dex/ to Dex (the in-cluster address), everything else to the echo app. */
-async function startRouter(dexOrigin: string, app: () => string): Promise<{ url: string; server: Server }> {
-  const server = createServer((req, res) => {
-    const path = req.url ?? '/';
-    const target = new URL(path, path === '/dex' || path.startsWith('/dex/') ? dexOrigin : app());
-    const upstream = request(target, { method: req.method, headers: req.headers }, (answer) => {
-      res.writeHead(answer.statusCode ?? 502, answer.headers);
-      answer.pipe(res);
-    });
-    upstream.on('error', () => res.destroy());
-    req.pipe(upstream);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
-}
 
 describe.skipIf(!enabled)("Kubeflow's quick start: a port-forward to http://localhost:<port>, Dex with its in-cluster issuer", () => {
   let dex: TestDex;
   let stack: Stack;
-  let router: { url: string; server: Server };
   let browser: Browser;
   let publicBase: string;
   let inCluster: string;
   const logs: string[] = [];
 
+  let quickstart: Quickstart | undefined;
+
   beforeAll(async () => {
-    const gatewayPort = await freePort();
-    publicBase = `http://localhost:${gatewayPort}`;
-    dex = await startDex(DEX!, { host: '127.0.0.2', issuer: IN_CLUSTER_ISSUER, redirectURIs: [`${publicBase}/oauth2/callback`] });
-    inCluster = dex.base;
-    router = await startRouter(dex.origin, () => stack.echo.url);
-    // The settings docs/kubeflow.md's quick start and deploy/overlays/kubeflow use, with the in-cluster address
-    // standing for http://dex.auth.svc.cluster.local:5556.
-    const provider = {
-      name: 'dex',
-      issuer: IN_CLUSTER_ISSUER,
-      clientId: dex.clientId,
-      clientSecret: dex.clientSecret,
-      scopes: ['openid', 'email', 'profile', 'groups', 'offline_access'],
-      claims: { userPrefix: '' },
-      skipDiscovery: true,
-      endpoints: { authorization: `${publicBase}/dex/auth`, token: `${inCluster}/token`, jwks: `${inCluster}/keys`, userinfo: `${inCluster}/userinfo` },
-      loginOrigins: [publicBase],
-      allowPlainHttp: true,
-    };
-    stack = await startStack({
-      externalIssuer: IN_CLUSTER_ISSUER,
-      gatewayPort,
+    quickstart = await startQuickstart(DEX!, {
+      redirectURIs: (base) => [`${base}/oauth2/callback`],
       logs,
-      upstream: router.url,
-      provider,
-      // The same Dex, but configured with the public URL as its issuer: the mistake of "rewriting" the issuer.
-      moreProviders: [{ ...provider, name: 'public-issuer', issuer: `${publicBase}/dex` }],
-      routes: [
-        { path: { prefix: '/dex' }, action: 'public' },
-        { path: { prefix: '/signed-out' }, action: 'public' },
-        { path: { prefix: '/wrong-issuer' }, provider: 'public-issuer' },
-        { path: { prefix: '/api' }, action: 'api' },
-        { path: { prefix: '/' }, action: 'protect' },
-      ],
+      // The settings docs/kubeflow.md's quick start and deploy/overlays/kubeflow use, with the in-cluster address
+      // standing for http://dex.auth.svc.cluster.local:5556, but the default absolute redirect_uri (the documented
+      // alternative: Dex's client lists it); kubeflow-relative-redirect.test.ts runs the overlay's relative one.
+      setup: (base, started) => {
+        const provider = quickstartProvider(base, started);
+        return {
+          provider,
+          // The same Dex, but configured with the public URL as its issuer: the mistake of "rewriting" the issuer.
+          moreProviders: [{ ...provider, name: 'public-issuer', issuer: `${base}/dex` }],
+          routes: [
+            { path: { prefix: '/wrong-issuer' }, provider: 'public-issuer' },
+            { path: { prefix: '/api' }, action: 'api' },
+          ],
+        };
+      },
     });
-    await until(() => stack.apps[0]!.ready());
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+    ({ dex, stack, browser, publicBase } = quickstart);
+    inCluster = dex.base;
   }, 60_000);
 
   afterAll(async () => {
-    await browser?.close();
-    await stack?.close();
-    await new Promise((resolve) => router?.server.close(resolve));
-    await dex?.close();
+    await quickstart?.close();
   });
 
-  /** A context that records every host the browser contacts. */
-  async function tracked(): Promise<{ context: BrowserContext; page: Page; hosts: Set<string> }> {
-    const context = await browser.newContext();
-    const hosts = new Set<string>();
-    context.on('request', (r) => hosts.add(new URL(r.url()).host));
-    return { context, page: await context.newPage(), hosts };
-  }
-
-  async function submitDexForm(page: Page): Promise<void> {
-    await page.waitForURL((u) => u.origin === publicBase && u.pathname === '/dex/auth/local/login');
-    await page.locator('input[name="login"]').fill(DEX_USER.email);
-    await page.locator('input[name="password"]').fill(DEX_USER.password);
-    await page.getByRole('button', { name: 'Login' }).click();
-  }
+  const tracked = () => trackedContext(browser);
+  const submitDexForm = (page: Page) => submitDex(page, publicBase);
 
   const events = (provider: string, event: string) => stack.apps[0]!.metrics.providerEvents.value({ provider, event });
 
@@ -142,11 +92,7 @@ describe.skipIf(!enabled)("Kubeflow's quick start: a port-forward to http://loca
     // The browser only ever talked to the port-forward: never to the in-cluster name, never to Dex's own address.
     expect([...hosts]).toEqual([new URL(publicBase).host]);
 
-    await page.getByRole('link', { name: 'Log out' }).click();
-    await page.waitForURL(`${publicBase}/signed-out`);
-    expect((await context.cookies()).find((c) => c.name === SESSION)).toBeUndefined();
-    await page.goto(`${publicBase}/notebooks/`);
-    await page.waitForURL((u) => u.origin === publicBase && u.pathname === '/dex/auth/local/login');
+    await logOutAndExpectLogin(page, context, publicBase);
     expect(events('dex', 'callback_ok')).toBe(1);
     await context.close();
   });

@@ -211,6 +211,12 @@ const provider = z.strictObject({
    */
   scopes: z.array(z.string().min(1)).default(['openid', 'email', 'profile', 'groups']),
   callbackPath: z.string().startsWith('/').default('/oauth2/callback'),
+  /**
+   * `relative`: send `callbackPath` alone as redirect_uri (oauth2-proxy's relative_redirect_url; Kubeflow's stock Dex
+   * client registers only "/oauth2/callback"). Off by default: the IdP then resolves it against its own public
+   * origin, so it is safe only when that is the app's origin (validate.ts insists on it).
+   */
+  redirectUri: z.enum(['absolute', 'relative']).default('absolute'),
   /** Read extra claims from the userinfo endpoint after login. */
   userinfo: z.boolean().default(false),
   claims: claimMapping.prefault({}),

@@ -31,6 +31,7 @@ export function validateConfig(config: Config, files: FileReader | undefined): C
     ...serverProblems(config),
     ...sessionProblems(config),
     ...providerEndpointProblems(config),
+    ...relativeRedirectProblems(config),
     ...tracingProblems(config),
     ...(files === undefined ? [] : fileProblems(config, files)),
   ];
@@ -209,6 +210,47 @@ function providerEndpointProblems(config: Config): ConfigIssue[] {
     });
   });
   return issues;
+}
+
+/**
+ * `redirectUri: relative`: Dex answers the login with a path-only Location (Go's http.Redirect keeps it so), which
+ * the browser resolves against the origin of Dex's own pages, i.e. of the authorization endpoint. The callback can
+ * only come back to us when that origin is the app's, so the authorization endpoint must be given and be the one
+ * login origin. A relative URI on a shared IdP host would hand the code to whatever app answers that path there.
+ */
+function relativeRedirectProblems(config: Config): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  config.providers.forEach((p, i) => {
+    if (p.redirectUri !== 'relative') return;
+    const at = `providers.${i}`;
+    const authorization = p.endpoints.authorization;
+    if (authorization === undefined) {
+      issues.push({ path: `${at}.endpoints.authorization`, message: 'required with redirectUri: relative (the IdP resolves the callback path against this origin, which must be the app\'s)' });
+      return;
+    }
+    const idpOrigin = new URL(authorization).origin;
+    if (p.loginOrigins === undefined) {
+      issues.push({ path: `${at}.loginOrigins`, message: `required with redirectUri: relative: set it to [${idpOrigin}], the origin of endpoints.authorization` });
+      return;
+    }
+    p.loginOrigins.forEach((origin, j) => {
+      if (originOf(origin) !== idpOrigin) {
+        issues.push({
+          path: `${at}.loginOrigins.${j}`,
+          message: `with redirectUri: relative the IdP sends the browser back to ${idpOrigin} (the origin of endpoints.authorization), never to ${origin}: list only ${idpOrigin}, or use redirectUri: absolute`,
+        });
+      }
+    });
+  });
+  return issues;
+}
+
+function originOf(origin: string): string | undefined {
+  try {
+    return new URL(origin).origin;
+  } catch {
+    return undefined;
+  }
 }
 
 function browserUrlProblems(p: ProviderConfig, url: string, path: string): ConfigIssue[] {

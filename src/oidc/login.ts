@@ -8,6 +8,7 @@ import type { FlowContext } from './context.js';
 import type { OidcProvider } from './provider.js';
 import { RedirectGuard } from './redirect-target.js';
 import { isApiRequest } from './request-kind.js';
+import { redirectUriFor } from './relative-redirect.js';
 
 /** Authorization request parameters the product owns; `extraAuthParams` can never replace them. */
 export const RESERVED_AUTH_PARAMS: ReadonlySet<string> = new Set([
@@ -114,6 +115,6 @@ export function authorizationUrl(
     fixed = client.buildAuthorizationUrl(configuration, params).href;
     fixedParts.set(configuration, fixed);
   }
-  const redirectUri = encodeURIComponent(origin + provider.config.callbackPath);
+  const redirectUri = encodeURIComponent(redirectUriFor(provider.config, origin));
   return `${fixed}&redirect_uri=${redirectUri}&state=${login.state}&nonce=${login.nonce}&code_challenge=${login.codeChallenge}`;
 }

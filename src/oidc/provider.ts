@@ -7,6 +7,7 @@ import type { CounterChild, Metrics } from '../telemetry/metrics.js';
 import { createIdpFetch, IdpUnreachableError, type IdpFetch } from '../http/idp-fetch.js';
 import { idpCallTracer } from '../telemetry/idp-span.js';
 import { LoginOrigins } from './login-origins.js';
+import { relativeRedirectFetch } from './relative-redirect.js';
 import { callsPlainHttp, checkIssuer, discoveryUrl, splitHorizonMetadata } from './endpoints.js';
 
 /** Discovery, token, refresh, userinfo and revocation calls, each a client span when tracing is on. */
@@ -196,7 +197,8 @@ export class OidcProvider {
       auth,
     );
     configuration.timeout = c.timeoutMs / 1000;
-    configuration[client.customFetch] = this.fetch as never;
+    // redirectUri: relative: the code exchange must repeat the path-only redirect_uri (relative-redirect.ts).
+    configuration[client.customFetch] = (c.redirectUri === 'relative' ? relativeRedirectFetch(this.fetch, c.callbackPath) : this.fetch) as never;
     // Non-repudiation checks: openid-client otherwise trusts ID tokens from the token endpoint on the strength of
     // TLS alone (OIDC Core 3.1.3.7 step 6 allows it). We verify every ID token signature against the issuer's
     // JWKS, at login and at refresh: TLS may be absent (http issuers) or terminated by a proxy we do not control.
