@@ -1,7 +1,7 @@
 import { Document } from 'yaml';
 import type { Config } from './config/schema.js';
 import { DECISION_REQUEST_HEADERS } from './http/authz-contract.js';
-import { identityHeaderNames, strippedHeaderNames } from './identity/headers.js';
+import { strippedHeaderNames, upstreamHeaderNames } from './identity/headers.js';
 import { meshTimeout, type RenderIstioOptions } from './render-istio.js';
 
 /**
@@ -11,11 +11,6 @@ import { meshTimeout, type RenderIstioOptions } from './render-istio.js';
 function checkedHeaders(config: Config): string[] {
   const identity = strippedHeaderNames(config.identity).flatMap((h) => [h, h.replace(/-/g, '_')]);
   return [...new Set([...DECISION_REQUEST_HEADERS, ...identity])];
-}
-
-/** What Envoy copies from the listener's allow onto the upstream request: the identity headers and Cookie. */
-function upstreamHeaders(config: Config): string[] {
-  return [...identityHeaderNames(config.identity, config.session?.forwardIdToken === true), 'cookie'];
 }
 
 /** Istio's `envoyExtAuthzHttp` provider fields, as rendered (and as the gateway emulator's HTTP mode is configured). */
@@ -47,7 +42,7 @@ export function istioHttpProvider(config: Config, options: RenderIstioOptions = 
     failOpen: false,
     statusOnError: String(config.decision.errorStatus),
     includeRequestHeadersInCheck: checkedHeaders(config),
-    headersToUpstreamOnAllow: upstreamHeaders(config),
+    headersToUpstreamOnAllow: upstreamHeaderNames(config),
     headersToDownstreamOnAllow: ['set-cookie'],
   };
 }
@@ -98,7 +93,7 @@ export function renderEnvoyGateway(config: Config, options: RenderEnvoyGatewayOp
         http: {
           backendRefs: [{ name: 'oidc-ext-authz', namespace, port: config.server.http.port }],
           path: config.server.http.pathPrefix,
-          headersToBackend: upstreamHeaders(config),
+          headersToBackend: upstreamHeaderNames(config),
         },
       },
     },

@@ -1,6 +1,6 @@
 import type { Config } from './config/schema.js';
 import { HTTP_ENDPOINTS, LOCATION_HEADER, NGINX_SET_COOKIE_SLOTS, SET_COOKIE_HEADER_PREFIX } from './http/authz-contract.js';
-import { identityHeaderNames, strippedHeaderNames } from './identity/headers.js';
+import { strippedHeaderNames, upstreamHeaderNames } from './identity/headers.js';
 import { hostsFromRoutes } from './render-istio.js';
 import { FORWARD_SET_COOKIE_SLOTS, SET_COOKIE_SLOT_HEADERS } from './server/http-set-cookie-slots.js';
 import { allChunkNames, cookieName } from './session/cookies.js';
@@ -42,7 +42,7 @@ interface Resolved {
 
 function resolve(config: Config, options: RenderGatewayOptions): Resolved {
   const forwardIdToken = config.session?.forwardIdToken === true;
-  const copy = [...identityHeaderNames(config.identity, forwardIdToken), 'cookie'];
+  const copy = upstreamHeaderNames(config);
   const strip = strippedHeaderNames(config.identity).filter((n) => !copy.includes(n));
   const direct = [...new Set([...config.providers.map((p) => p.callbackPath), ...(config.session?.logoutPaths ?? [])])];
   const exact = hostsFromRoutes(config).find((h) => !h.includes('*'));

@@ -32,6 +32,14 @@ export function identityHeaderNames(config: Config['identity'], forwardIdToken: 
   return names;
 }
 
+/**
+ * What a proxy copies from the HTTP listener's allow onto the upstream request: the identity headers and the Cookie
+ * header the app should get (the listener answers it, src/server/http-answer.ts). Every renderer reads this list.
+ */
+export function upstreamHeaderNames(config: Config): string[] {
+  return [...identityHeaderNames(config.identity, config.session?.forwardIdToken === true), 'cookie'];
+}
+
 /** Every identity header name a client's copy of is removed (canonical "-" form), for proxies that strip by name. */
 export function strippedHeaderNames(config: Config['identity']): string[] {
   return [...new Set([...KNOWN_IDENTITY_HEADERS, config.userId, config.groups, ...config.extraStrip])];
