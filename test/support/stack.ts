@@ -111,7 +111,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
         ? { http: { host: '127.0.0.1', port: 0, ...(options.transport === 'http' ? { enabled: true } : {}), ...options.httpListener } }
         : {}),
     },
-    log: { level: 'silent' },
+    // A test that reads the reply lines (`logs`) must see every one, whatever earlier tests logged in the same second:
+    // the per-reason line limit has its own test (deny-log-limit.test.ts).
+    log: { level: 'silent', ...(options.logs !== undefined ? { denyLinesPerSecond: 1_000_000 } : {}) },
     ...(options.issuers !== undefined ? { issuers: options.issuers } : {}),
     ...(options.tracing !== undefined ? { tracing: options.tracing } : {}),
     providers: [
